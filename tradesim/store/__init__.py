@@ -1,0 +1,47 @@
+"""Durable storage: the hash-chained command journal (SQLite or PostgreSQL), snapshots and recovery.
+
+`recover`/`Snapshotter` live in `tradesim.store.recovery` (they need the engine); everything here
+needs only the domain.
+"""
+
+from tradesim.store.chain import (
+    GENESIS_HASH,
+    BadRecord,
+    RawRecord,
+    VerifyReport,
+    canonical_bytes,
+    record_hash,
+)
+from tradesim.store.journal import (
+    CorruptRecordError,
+    Journal,
+    JournalClosedError,
+    JournalError,
+    JournalRecord,
+    JournalStats,
+    JournalUnavailableError,
+    SchemaVersionError,
+    StoredSnapshot,
+    open_journal,
+)
+from tradesim.store.schema import SCHEMA_VERSION
+
+__all__ = [
+    "GENESIS_HASH",
+    "SCHEMA_VERSION",
+    "BadRecord",
+    "CorruptRecordError",
+    "Journal",
+    "JournalClosedError",
+    "JournalError",
+    "JournalRecord",
+    "JournalStats",
+    "JournalUnavailableError",
+    "RawRecord",
+    "SchemaVersionError",
+    "StoredSnapshot",
+    "VerifyReport",
+    "canonical_bytes",
+    "open_journal",
+    "record_hash",
+]
