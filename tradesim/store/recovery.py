@@ -8,14 +8,12 @@ one is tried, down to an empty engine), and every replayed record must extend th
 from __future__ import annotations
 
 import logging
-import typing
 from collections.abc import Iterable
-from typing import Any
 
 import msgspec
 
 from tradesim.domain import Instrument
-from tradesim.engine import MatchingEngine
+from tradesim.engine import EngineSnapshot, MatchingEngine
 from tradesim.store.chain import GENESIS_HASH, ChainChecker
 from tradesim.store.journal import CorruptRecordError, Journal, StoredSnapshot
 
@@ -29,15 +27,10 @@ def hash_text(state_hash: object) -> str:
     return state_hash.hex() if isinstance(state_hash, bytes | bytearray) else str(state_hash)
 
 
-def snapshot_type() -> Any:
-    """The engine's snapshot Struct type, read from `MatchingEngine.snapshot`'s return annotation."""
-    return typing.get_type_hints(MatchingEngine.snapshot)["return"]
-
-
 def restore_snapshot(stored: StoredSnapshot) -> MatchingEngine:
     """Decodes and restores a stored snapshot; raises ValueError unless it restores to its state hash."""
     try:
-        state = msgspec.msgpack.decode(stored.data, type=snapshot_type())
+        state = msgspec.msgpack.decode(stored.data, type=EngineSnapshot)
     except (msgspec.DecodeError, msgspec.ValidationError) as exc:
         raise ValueError(f"snapshot at seq {stored.seq} does not decode: {exc}") from exc
     engine = MatchingEngine.restore(state)
