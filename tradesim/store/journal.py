@@ -32,6 +32,9 @@ from tradesim.store.chain import (
     record_hash,
 )
 
+_encode = encode_command
+_time_ns = time.time_ns
+
 DEFAULT_MAX_BATCH = 4096
 DEFAULT_LINGER = 0.0
 DEFAULT_SNAPSHOTS_KEPT = 3
@@ -149,6 +152,8 @@ class Journal(abc.ABC):
         self._writer: asyncio.Task[None] | None = None
         self._closing = False
         self._failure: BaseException | None = None
+        self._accepting = True  # not closing and not failed: the one check on append's fast path
+        self._loop = asyncio.get_running_loop()  # a journal lives on the loop that opened it
 
     # -- state ---------------------------------------------------------------------------------
     @property
@@ -167,20 +172,22 @@ class Journal(abc.ABC):
 
     # -- appending -----------------------------------------------------------------------------
     def _check_open(self) -> None:
+        if self._accepting:
+            return
         if self._failure is not None:
             raise JournalClosedError(f"journal {self.location} failed earlier: {self._failure}")
         if self._closing:
             raise JournalClosedError(f"journal {self.location} is closed")
 
     def _enqueue(self, command: Command, ts: int | None) -> asyncio.Future[JournalRecord]:
-        future: asyncio.Future[JournalRecord] = asyncio.get_running_loop().create_future()
+        future: asyncio.Future[JournalRecord] = self._loop.create_future()
         self._queue.append(_Pending(command, encode_command(command),
                                     time.time_ns() if ts is None else ts, future))
         return future
 
     def _start_writer(self) -> None:
         if self._writer is None:
-            self._writer = asyncio.get_running_loop().create_task(self._write_loop(), name="journal-writer")
+            self._writer = self._loop.create_task(self._write_loop(), name="journal-writer")
         self._wakeup.set()
 
     async def append(self, command: Command, *, ts: int | None = None) -> JournalRecord:
@@ -189,9 +196,15 @@ class Journal(abc.ABC):
         `ts` is the journal time in ns (default: wall clock now). The seq is assigned by the writer in
         append order. If the caller is cancelled while waiting, the command may still be journaled.
         """
-        self._check_open()
-        future = self._enqueue(command, ts)
-        self._start_writer()
+        if not self._accepting:
+            self._check_open()
+        # the hot path, inlined: one future and one queue entry per command
+        future: asyncio.Future[JournalRecord] = self._loop.create_future()
+        self._queue.append(_Pending(command, _encode(command), _time_ns() if ts is None else ts, future))
+        if self._writer is None:
+            self._start_writer()
+        else:
+            self._wakeup.set()
         return await future
 
     async def append_many(self, commands: Sequence[Command], *, ts: int | None = None) -> list[JournalRecord]:
@@ -219,6 +232,7 @@ class Journal(abc.ABC):
                 records = await self._write_batch(batch)
             except BaseException as exc:  # the chain state is unknown now: fail everyone, accept nothing
                 self._failure = exc
+                self._accepting = False
                 error = JournalClosedError(f"journal write failed ({type(exc).__name__}: {exc}); "
                                            "the outcome of the last group is unknown, reopen the journal")
                 for item in (*batch, *self._queue):
@@ -300,6 +314,7 @@ class Journal(abc.ABC):
         if self._closing and self._writer is None:
             return
         self._closing = True
+        self._accepting = False
         if self._writer is not None:
             self._wakeup.set()
             with contextlib.suppress(Exception):

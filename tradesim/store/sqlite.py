@@ -7,6 +7,8 @@ single writer thread (so they are serialized), reads on a separate read connecti
 from __future__ import annotations
 
 import asyncio
+import functools
+import itertools
 import sqlite3
 import threading
 import time
@@ -29,8 +31,16 @@ from tradesim.store.journal import (
 from tradesim.store.schema import JOURNAL_TABLE, META_TABLE, SCHEMA_VERSION, SNAPSHOT_TABLE, SQLITE_DDL
 
 _SYNC_MODES = ("OFF", "NORMAL", "FULL", "EXTRA")
-_INSERT = f"INSERT INTO {JOURNAL_TABLE} (seq, ts, command, prev_hash, hash) VALUES (?, ?, ?, ?, ?)"
+_INSERT = f"INSERT INTO {JOURNAL_TABLE} (seq, ts, command, prev_hash, hash) VALUES "
+_ROWS_PER_STATEMENT = 1000  # 5 parameters each, well under SQLITE_MAX_VARIABLE_NUMBER (32766)
 _T = TypeVar("_T")
+
+
+@functools.lru_cache(maxsize=64)
+def _insert_sql(rows: int) -> str:
+    """One multi-row INSERT: a single sqlite3_step per chunk, so the writer thread takes the GIL back
+    once per chunk instead of once per row (executemany), which matters while the event loop is busy."""
+    return _INSERT + ", ".join(["(?, ?, ?, ?, ?)"] * rows)
 
 
 def _connect(path: Path, *, create: bool, synchronous: str) -> sqlite3.Connection:
@@ -119,12 +129,14 @@ class SqliteJournal(Journal):
     async def _on_writer(self, fn: partial[_T]) -> _T:
         return await asyncio.get_running_loop().run_in_executor(self._executor, fn)
 
-    def _commit(self, statements: list[tuple[str, Any]], many: tuple[str, list[Row]] | None = None) -> None:
+    def _commit(self, statements: list[tuple[str, Any]], rows: list[Row] | None = None) -> None:
         conn = self._conn
         conn.execute("BEGIN IMMEDIATE")
         try:
-            if many is not None:
-                conn.executemany(*many)
+            for start in range(0, len(rows) if rows else 0, _ROWS_PER_STATEMENT):
+                assert rows is not None
+                chunk = rows[start:start + _ROWS_PER_STATEMENT]
+                conn.execute(_insert_sql(len(chunk)), list(itertools.chain.from_iterable(chunk)))
             for sql, params in statements:
                 conn.execute(sql, params)
             conn.execute("COMMIT")
@@ -135,7 +147,7 @@ class SqliteJournal(Journal):
 
     def _write_sync(self, batch: list[_Pending], last_seq: int, head: bytes) -> list[JournalRecord]:
         rows, records = seal(batch, last_seq, head)
-        self._commit([], (_INSERT, rows))
+        self._commit([], rows)
         return records
 
     async def _write_batch(self, batch: list[_Pending]) -> list[JournalRecord]:
