@@ -339,3 +339,23 @@ async def test_recovery_refuses_a_tampered_tail(backend: Backend) -> None:
     async with await backend.open() as journal:
         with pytest.raises(CorruptRecordError, match="seq 8"):
             await recover(journal)
+
+
+async def test_a_failed_group_fails_its_callers_and_closes_the_journal(pg_url: str) -> None:
+    import asyncpg
+
+    journal = await open_journal(pg_url)
+    await journal.append(order(1))
+    admin = await asyncpg.connect(pg_url)
+    try:  # the database goes away under the writer: kill every other session on it
+        await admin.execute("SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
+                            "WHERE datname = current_database() AND pid <> pg_backend_pid()")
+    finally:
+        await admin.close()
+    with pytest.raises(JournalClosedError, match="outcome of the last group is unknown"):
+        await journal.append(order(2))
+    with pytest.raises(JournalClosedError, match="failed earlier"):
+        await journal.append(order(3))
+    await journal.close()
+    async with await open_journal(pg_url) as reopened:  # what is durable is intact
+        assert reopened.last_seq == 1 and (await reopened.verify()).ok
