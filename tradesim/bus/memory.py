@@ -508,7 +508,8 @@ class MemoryBus(Bus):
             if b.publish(subject, data, inbox) == 0:
                 raise NoRespondersError(f"no responders for {subject!r} on {self.url}")
             try:
-                return await asyncio.wait_for(fut, timeout)
+                async with asyncio.timeout(timeout):
+                    return await fut
             except TimeoutError:
                 raise RequestTimeoutError(f"request on {subject!r} timed out after {timeout}s") from None
         finally:

@@ -258,6 +258,7 @@ class NatsBus(Bus):
         self._kvs: dict[str, NatsKeyValue] = {}
         self._streams: dict[str, list[str]] = {}
         self._stored: dict[str, bool] = {}
+        self._closing = asyncio.Event()
 
     @classmethod
     async def connect(
@@ -272,11 +273,15 @@ class NatsBus(Bus):
         servers = [p for p, _h, _port in _servers(url)]
         await _probe(url, timeout)
 
+        closing = asyncio.Event()  # set by close(): an intended disconnect is not worth a warning
+
         async def error_cb(exc: Exception) -> None:
-            log.warning("nats %s: %s", url, exc)
+            if not closing.is_set():
+                log.warning("nats %s: %s", url, exc)
 
         async def disconnected_cb() -> None:
-            log.warning("nats %s: disconnected", url)
+            if not closing.is_set():
+                log.warning("nats %s: disconnected", url)
 
         async def reconnected_cb() -> None:
             log.warning("nats %s: reconnected", url)
@@ -298,6 +303,7 @@ class NatsBus(Bus):
         except (OSError, TimeoutError, nats.errors.Error) as exc:
             raise BusConnectionError(f"cannot connect to NATS at {url}: {exc or type(exc).__name__}") from exc
         bus = cls(url, nc, codec, on_error)
+        bus._closing = closing
         await bus._refresh_streams()
         return bus
 
@@ -460,13 +466,17 @@ class NatsBus(Bus):
 
     # ---- lifecycle ----------------------------------------------------------------------------
     async def _close(self) -> None:
+        self._closing.set()
         for w in list(self._watches):
             await w.stop()
+        tasks = []
         for s in list(self._subs):
             if isinstance(s, _DurableSubscription):
-                s.stopped = True
-                if s.task is not None:
+                s.stopped = True  # like a crash: unacked messages come back after ack_wait
+                if s.task is not None and s.task is not asyncio.current_task():
                     s.task.cancel()
+                    tasks.append(s.task)
+        await asyncio.gather(*tasks, return_exceptions=True)
         try:
             await self.nc.close()
         except nats.errors.Error as exc:
