@@ -359,3 +359,17 @@ async def test_a_failed_group_fails_its_callers_and_closes_the_journal(pg_url: s
     await journal.close()
     async with await open_journal(pg_url) as reopened:  # what is durable is intact
         assert reopened.last_seq == 1 and (await reopened.verify()).ok
+
+
+async def test_ill_typed_commands_are_refused_before_they_reach_the_journal(backend: Backend) -> None:
+    from tradesim.store import InvalidCommandError
+
+    bad = NewOrder(account="a", client_order_id="x", symbol=SYMBOL, side="sideways",  # type: ignore[arg-type]
+                   type=OrderType.LIMIT, price=1, qty=1)
+    async with await backend.open() as journal:
+        with pytest.raises(InvalidCommandError, match=r"Invalid enum value 'sideways' - at `\$.side`"):
+            await journal.append(bad)
+        with pytest.raises(InvalidCommandError):
+            await journal.append_many([order(1), bad])
+        assert (await journal.append(order(2))).seq == 1
+        assert (await journal.verify()).count == 1

@@ -14,6 +14,7 @@ from tradesim.store.chain import (
 )
 from tradesim.store.journal import (
     CorruptRecordError,
+    InvalidCommandError,
     Journal,
     JournalClosedError,
     JournalError,
@@ -31,6 +32,7 @@ __all__ = [
     "SCHEMA_VERSION",
     "BadRecord",
     "CorruptRecordError",
+    "InvalidCommandError",
     "Journal",
     "JournalClosedError",
     "JournalError",

@@ -32,8 +32,18 @@ from tradesim.store.chain import (
     record_hash,
 )
 
-_encode = encode_command
 _time_ns = time.time_ns
+
+
+def _encode(command: Command) -> bytes:
+    """The command's bytes, refusing anything a replay could not decode (msgspec does not type-check
+    Struct construction, so `qty="ten"` would otherwise poison the journal)."""
+    try:
+        payload = encode_command(command)
+        decode_command(payload)
+    except (TypeError, msgspec.EncodeError, msgspec.DecodeError, msgspec.ValidationError) as exc:
+        raise InvalidCommandError(f"refusing to journal {type(command).__name__}: {exc}") from exc
+    return payload
 
 DEFAULT_MAX_BATCH = 4096
 DEFAULT_LINGER = 0.0
@@ -55,6 +65,10 @@ class JournalClosedError(JournalError):
 
 class SchemaVersionError(JournalError):
     """The store was written by a tradesim with another schema version."""
+
+
+class InvalidCommandError(JournalError, ValueError):
+    """A command that would not decode back as itself (wrong field types): refused, never journaled."""
 
 
 class CorruptRecordError(JournalError):
@@ -181,8 +195,7 @@ class Journal(abc.ABC):
 
     def _enqueue(self, command: Command, ts: int | None) -> asyncio.Future[JournalRecord]:
         future: asyncio.Future[JournalRecord] = self._loop.create_future()
-        self._queue.append(_Pending(command, encode_command(command),
-                                    time.time_ns() if ts is None else ts, future))
+        self._queue.append(_Pending(command, _encode(command), _time_ns() if ts is None else ts, future))
         return future
 
     def _start_writer(self) -> None:
@@ -191,7 +204,7 @@ class Journal(abc.ABC):
         self._wakeup.set()
 
     async def append(self, command: Command, *, ts: int | None = None) -> JournalRecord:
-        """Journals `command` and returns its record once it is durable.
+        """Journals `command` and returns its record once it is durable (InvalidCommandError if ill-typed).
 
         `ts` is the journal time in ns (default: wall clock now). The seq is assigned by the writer in
         append order. If the caller is cancelled while waiting, the command may still be journaled.
@@ -210,6 +223,8 @@ class Journal(abc.ABC):
     async def append_many(self, commands: Sequence[Command], *, ts: int | None = None) -> list[JournalRecord]:
         """Journals `commands` with consecutive seqs (same group when they fit) and waits for all."""
         self._check_open()
+        for command in commands:  # all or nothing: validate before queueing any
+            _encode(command)
         futures = [self._enqueue(command, ts) for command in commands]
         if not futures:
             return []
