@@ -16,6 +16,8 @@ async def open_bus(
 ) -> Bus:
     """Open `memory://[NAME]` or `nats://host:port[,nats://...]`.
 
+    All `memory://` buses of a process share one in-process broker (`memory://NAME`: the broker NAME).
+
     `codec` defaults to the process-wide one (see `tradesim.bus.register`); `on_error(subject, exc)`
     receives what cannot be raised to a caller (handler exceptions, undecodable messages) and
     defaults to logging. An unreachable NATS server raises BusConnectionError within ~`timeout`.

@@ -1,10 +1,10 @@
 """The in-process asyncio backend: the same behaviour as NATS, without a server.
 
-`memory://` opens a private broker; `memory://NAME` joins the process-wide broker NAME, so several
-Bus objects in one process behave like several connections to one server (needed to test groups,
-redelivery after a consumer dies and durable resume). Messages are still encoded, so codec errors
-and message isolation are the same as over the network. Stream contents and durable cursors live
-in the broker's memory and last as long as the process.
+Every `open_bus("memory://")` in a process joins the same default broker, and `memory://NAME` the
+broker NAME (use a unique name for an isolated bus, e.g. per test), so several Bus objects behave
+like several connections to one server (groups, redelivery after a consumer dies, durable resume).
+Messages are still encoded, so codec errors and message isolation are the same as over the network.
+Stream contents and durable cursors live in the broker's memory and last as long as the process.
 """
 
 from __future__ import annotations
@@ -436,8 +436,6 @@ _BROKERS: dict[str, Broker] = {}
 
 def _broker_for(url: str) -> Broker:
     name = url[len("memory://") :].strip("/")
-    if not name:
-        return Broker()
     b = _BROKERS.get(name)
     if b is None or b.loop is not asyncio.get_running_loop() or b.loop.is_closed():
         b = _BROKERS[name] = Broker()
