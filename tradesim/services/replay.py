@@ -141,7 +141,7 @@ class Replayer:
         try:
             line = _decoder.decode(text)
         except msgspec.DecodeError as exc:  # ValidationError is a DecodeError
-            return [self._reject_line(number, RejectReason.MALFORMED, str(exc), None)]
+            return [self._reject_line(number, RejectReason.MALFORMED, str(exc), _names(text))]
         if line.ts is not None:
             if line.ts < self.ts:
                 message = f"ts {line.ts} goes back in time (previous {self.ts})"
@@ -198,10 +198,14 @@ class Replayer:
 
     # -- events → JSON
 
-    def _reject_line(self, number: int, reason: RejectReason, message: str, line: ReplayLine | None) -> Json:
+    def _reject_line(self, number: int, reason: RejectReason, message: str,
+                     line: ReplayLine | dict[str, str]) -> Json:
+        names = line if isinstance(line, dict) else {
+            key: value for key in _NAMES if isinstance(value := getattr(line, key, None), str)
+        }
         event = self.engine.reject(
-            account=getattr(line, "account", ""), client_order_id=getattr(line, "client_order_id", ""),
-            symbol=getattr(line, "symbol", ""), reason=reason, message=message, ts=self.ts,
+            account=names.get("account", ""), client_order_id=names.get("client_order_id", ""),
+            symbol=names.get("symbol", ""), reason=reason, message=message, ts=self.ts,
         )
         return self._render(event, number)
 
@@ -256,6 +260,20 @@ class Replayer:
         if isinstance(event, OrderExpired):
             return {"type": "expired", **head, **ids, "canceled_qty": event.canceled_qty}
         raise TypeError(f"no JSON form for event {type(event).__name__}")
+
+
+_NAMES = ("account", "client_order_id", "symbol")
+
+
+def _names(text: str | bytes) -> dict[str, str]:
+    """The order's names from a line that failed validation, so its rejection still says whose it was."""
+    try:
+        raw = msgspec.json.decode(text)
+    except msgspec.DecodeError:
+        return {}
+    if not isinstance(raw, dict):
+        return {}
+    return {key: value for key in _NAMES if isinstance(value := raw.get(key), str)}
 
 
 def _ticks(instrument: Instrument, price: Decimal | None) -> int | None:
