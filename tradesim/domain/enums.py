@@ -6,10 +6,10 @@ encodes to the same text everywhere.
 
 from __future__ import annotations
 
-from enum import Enum
+from enum import StrEnum
 
 
-class Side(str, Enum):
+class Side(StrEnum):
     BUY = "buy"
     SELL = "sell"
 
@@ -18,14 +18,14 @@ class Side(str, Enum):
         return Side.SELL if self is Side.BUY else Side.BUY
 
 
-class OrderType(str, Enum):
+class OrderType(StrEnum):
     LIMIT = "limit"
     MARKET = "market"
     STOP = "stop"
     STOP_LIMIT = "stop_limit"
 
 
-class TimeInForce(str, Enum):
+class TimeInForce(StrEnum):
     GTC = "GTC"
     DAY = "DAY"
     IOC = "IOC"
@@ -33,7 +33,7 @@ class TimeInForce(str, Enum):
     GTD = "GTD"
 
 
-class STP(str, Enum):
+class STP(StrEnum):
     """Self-trade prevention: what happens when an incoming order meets a resting one of its account."""
 
     CANCEL_NEWEST = "cancel_newest"
@@ -42,7 +42,7 @@ class STP(str, Enum):
     NONE = "none"
 
 
-class OrderStatus(str, Enum):
+class OrderStatus(StrEnum):
     NEW = "new"
     ACCEPTED = "accepted"
     PARTIALLY_FILLED = "partially_filled"
@@ -58,7 +58,7 @@ class OrderStatus(str, Enum):
     HELD = "held"
 
 
-class CancelReason(str, Enum):
+class CancelReason(StrEnum):
     USER = "user"
     IOC = "ioc"
     FOK = "fok"
@@ -66,7 +66,7 @@ class CancelReason(str, Enum):
     NO_LIQUIDITY = "no_liquidity"
 
 
-class RejectReason(str, Enum):
+class RejectReason(StrEnum):
     UNKNOWN_SYMBOL = "unknown_symbol"
     OFF_TICK = "off_tick"
     BAD_PRICE = "bad_price"

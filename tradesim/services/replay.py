@@ -134,8 +134,8 @@ class Replayer:
 
     def feed(self, raw: str | bytes, number: int) -> list[Json]:
         """Processes one input line; blank lines and `#` comments produce nothing."""
-        text = raw.strip()
-        if not text or text.startswith(b"#" if isinstance(text, bytes) else "#"):
+        text = (raw.encode() if isinstance(raw, str) else raw).strip()
+        if not text or text.startswith(b"#"):
             return []
         self.lines += 1
         try:
@@ -265,7 +265,7 @@ class Replayer:
 _NAMES = ("account", "client_order_id", "symbol")
 
 
-def _names(text: str | bytes) -> dict[str, str]:
+def _names(text: bytes) -> dict[str, str]:
     """The order's names from a line that failed validation, so its rejection still says whose it was."""
     try:
         raw = msgspec.json.decode(text)
