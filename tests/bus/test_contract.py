@@ -486,9 +486,19 @@ async def test_durable_handler_error_leaves_message_for_redelivery(connect: Conn
 # ---- connection -------------------------------------------------------------------------------
 async def test_closed_bus_refuses_work(connect: Connect, uid: str) -> None:
     bus = await connect()
+    kv = await bus.kv(uid)
+    await bus.close()
+    with pytest.raises(BusConnectionError, match="closed"):
+        await kv.get("k")
+    bus = await connect()
     await bus.close()
     with pytest.raises(BusConnectionError, match="closed"):
         await bus.publish(f"{uid}.x", Ping(n=1))
+    with pytest.raises(BusConnectionError, match="closed"):
+        await bus.subscribe(f"{uid}.x", Collector())
+    with pytest.raises(BusConnectionError, match="closed"):
+        await bus.request(f"{uid}.x", Ping(n=1))
+    await bus.close()  # idempotent
 
 
 async def test_unreachable_nats_url_is_a_fast_connection_error() -> None:

@@ -25,8 +25,6 @@ def test_example_runs(index: int, backend: str, request: pytest.FixtureRequest, 
     url = "memory://" if backend == "memory" else request.getfixturevalue("nats_url")
     script = tmp_path / f"example{index}.py"
     script.write_text(EXAMPLES[index])
-    proc = subprocess.run(
-        [sys.executable, str(script), url], capture_output=True, text=True, timeout=50, cwd=ROOT
-    )
+    proc = subprocess.run([sys.executable, str(script), url], capture_output=True, text=True, timeout=50, cwd=ROOT)
     assert proc.returncode == 0, proc.stderr
     assert proc.stdout.strip()

@@ -393,18 +393,14 @@ class Bus(ABC):
 
     @staticmethod
     def _stream_error(pattern: str, durable: str) -> StreamError:
-        return StreamError(
-            f"durable {durable!r}: no stream covers {pattern!r} (call add_stream(name, [...]) first)"
-        )
+        return StreamError(f"durable {durable!r}: no stream covers {pattern!r} (call add_stream(name, [...]) first)")
 
     # ---- backend primitives -------------------------------------------------------------------
     @abstractmethod
     async def _publish(self, subject: str, data: bytes) -> None: ...
 
     @abstractmethod
-    async def _subscribe(
-        self, pattern: str, cb: RawCallback, mode: Mode, group: str | None
-    ) -> Subscription: ...
+    async def _subscribe(self, pattern: str, cb: RawCallback, mode: Mode, group: str | None) -> Subscription: ...
 
     @abstractmethod
     async def _request(self, subject: str, data: bytes, timeout: float) -> bytes: ...

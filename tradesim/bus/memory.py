@@ -410,6 +410,8 @@ class Broker:
         streams = self._stream_routes.get(subject)
         if streams is None:
             streams = tuple(st for st in self.streams.values() if st.covers(subject))
+            if len(self._stream_routes) > 65536:
+                self._stream_routes.clear()
             self._stream_routes[subject] = streams
         for st in streams:
             st.append(subject, data)
@@ -523,9 +525,7 @@ class MemoryBus(Bus):
         if c is None:
             c = st.consumers[durable] = _Consumer(st, durable, pattern, ack_wait)
 
-        sub = _MemorySubscription(
-            self, pattern, mode, durable if mode is Mode.COMPETE else None, durable, None
-        )
+        sub = _MemorySubscription(self, pattern, mode, durable if mode is Mode.COMPETE else None, durable, None)
 
         async def run() -> None:
             while not sub.stopped:

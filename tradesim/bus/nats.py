@@ -157,9 +157,7 @@ class _NatsWatch(Watch):
             if e is None:  # nats-py's "initial values done" marker
                 continue
             deleted = e.operation in _KV_DELETE_OPS
-            return Entry(
-                key=e.key, value=b"" if deleted else (e.value or b""), revision=e.revision, deleted=deleted
-            )
+            return Entry(key=e.key, value=b"" if deleted else (e.value or b""), revision=e.revision, deleted=deleted)
 
     async def skip_initial(self) -> None:
         while await self._w.updates(timeout=5.0) is not None:
@@ -190,6 +188,7 @@ class NatsKeyValue(KeyValue):
         )
 
     async def get(self, key: str) -> Entry | None:
+        self._bus._check_open()
         try:
             e = await self._kv.get(check_key(key))
         except nats.js.errors.KeyNotFoundError:
@@ -197,10 +196,12 @@ class NatsKeyValue(KeyValue):
         return Entry(key=key, value=e.value or b"", revision=e.revision)
 
     async def put(self, key: str, value: bytes) -> int:
+        self._bus._check_open()
         rev: int = await self._kv.put(check_key(key), bytes(value))
         return rev
 
     async def create(self, key: str, value: bytes) -> int:
+        self._bus._check_open()
         check_key(key)
         for _attempt in range(3):
             try:
@@ -213,6 +214,7 @@ class NatsKeyValue(KeyValue):
         raise KeyExistsError(f"key {key!r} in bucket {self.bucket!r}: create kept racing, giving up")
 
     async def update(self, key: str, value: bytes, expected_revision: int) -> int:
+        self._bus._check_open()
         try:
             rev: int = await self._kv.update(check_key(key), bytes(value), last=expected_revision)
             return rev
@@ -220,6 +222,7 @@ class NatsKeyValue(KeyValue):
             raise self._wrong(key, expected_revision, exc) from None
 
     async def delete(self, key: str, expected_revision: int | None = None) -> None:
+        self._bus._check_open()
         hdrs = {"KV-Operation": "DEL"}
         if expected_revision is not None:
             hdrs[api.Header.EXPECTED_LAST_SUBJECT_SEQUENCE] = str(expected_revision)
@@ -231,12 +234,14 @@ class NatsKeyValue(KeyValue):
             raise BusError(f"delete {key!r} in bucket {self.bucket!r}: {exc}") from exc
 
     async def keys(self) -> list[str]:
+        self._bus._check_open()
         try:
             return sorted(await self._kv.keys())
         except nats.js.errors.NoKeysError:
             return []
 
     async def watch(self, pattern: str = ">", *, include_initial: bool = True) -> Watch:
+        self._bus._check_open()
         w = _NatsWatch(self._bus, await self._kv.watch(check_watch_pattern(pattern)))
         if not include_initial:
             await w.skip_initial()
@@ -247,9 +252,7 @@ class NatsKeyValue(KeyValue):
 class NatsBus(Bus):
     """A connection to a NATS server (with JetStream enabled for kv() and streams)."""
 
-    def __init__(
-        self, url: str, nc: Any, codec: Codec | None = None, on_error: ErrorHandler | None = None
-    ) -> None:
+    def __init__(self, url: str, nc: Any, codec: Codec | None = None, on_error: ErrorHandler | None = None) -> None:
         super().__init__(url, codec, on_error)
         self.nc = nc
         self.js = nc.jetstream()
@@ -325,6 +328,8 @@ class NatsBus(Bus):
             stored = not subject.startswith("_INBOX.") and any(
                 matches(p, subject) for subs in self._streams.values() for p in subs
             )
+            if len(self._stored) > 65536:
+                self._stored.clear()
             self._stored[subject] = stored
         try:
             if stored:
@@ -400,9 +405,7 @@ class NatsBus(Bus):
             else:
                 await self.js.update_stream(cfg)
         except nats.js.errors.APIError as exc:
-            raise StreamError(
-                f"cannot add stream {name!r} on {list(subjects)}: {exc.description or exc}"
-            ) from exc
+            raise StreamError(f"cannot add stream {name!r} on {list(subjects)}: {exc.description or exc}") from exc
         await self._refresh_streams()
 
     async def _subscribe_durable(
