@@ -108,7 +108,9 @@ async def with_postgres(server: str, run: Callable[[str], Awaitable[dict[str, An
 
 async def bench(args: argparse.Namespace) -> dict[str, Any]:
     result: dict[str, Any] = {"bench": "journal", "count": args.count, "writers": args.writers,
-                              "max_batch": args.max_batch, "linger_ms": args.linger * 1e3}
+                              "max_batch": args.max_batch, "linger_ms": args.linger * 1e3,
+                              # the figures depend on how busy the host is: say so in the result
+                              "cpus": os.cpu_count(), "loadavg_1m_before": round(os.getloadavg()[0], 2)}
 
     async def run(target: str) -> dict[str, Any]:
         journal = await open_journal(target, max_batch=args.max_batch, linger=args.linger)
