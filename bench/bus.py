@@ -15,6 +15,7 @@ import asyncio
 import contextlib
 import gc
 import json
+import os
 import sys
 import time
 from collections.abc import Iterator
@@ -150,6 +151,8 @@ def main(argv: list[str] | None = None) -> int:
     if unknown:
         ap.error(f"unknown backend(s): {', '.join(sorted(unknown))}")
     result: dict[str, Any] = {"bench": "bus", "count": args.count}
+    # tail latency depends on CPU contention: record what the host was doing
+    result["host"] = {"cpus": os.cpu_count(), "load1": round(os.getloadavg()[0], 2)}
     for name in backends:
         if name == "memory":
             result["memory"] = asyncio.run(run_backend("memory", "memory://bench", args.count))
