@@ -15,7 +15,7 @@ from tradesim.domain import Instrument, NewOrder, Side
 from tradesim.services.risk.config import DEFAULT_RATE_WINDOW_MS, Limits, RiskConfig
 from tradesim.services.risk.counters import DailyCounters
 from tradesim.services.risk.decision import ACCEPT, Decision, hold, reject
-from tradesim.services.risk.pricing import check_price, notional, pct
+from tradesim.services.risk.pricing import check_price, notional, pct, plain
 from tradesim.services.risk.state import AccountState, MarketState, TradingState
 from tradesim.services.risk.throttle import NS_PER_MS, DuplicateWindow, RateWindow
 
@@ -283,7 +283,7 @@ class PreTradeRisk:
             return None
         return hold(
             "pct_of_day_volume",
-            f"order qty {c.order.qty} is {share:.2f}% of day volume {volume} > {limit}%: held for approval",
+            f"order qty {c.order.qty} is {share:.2f}% of day volume {volume} > {plain(limit)}%: held for approval",
         )
 
 

@@ -33,6 +33,11 @@ def notional(instrument: Instrument, price: int, qty: int) -> Decimal:
     return instrument.from_ticks(price) * qty * instrument.multiplier
 
 
+def plain(value: Decimal) -> str:
+    """Decimal("20.0") → "20" (for messages; no exponent notation, no trailing zeros)."""
+    return f"{value.normalize():f}"
+
+
 def pct(fraction: Decimal) -> str:
-    """0.1 → "10" (for messages; no exponent notation)."""
-    return f"{(fraction * 100).normalize():f}"
+    """0.1 → "10"."""
+    return plain(fraction * 100)
