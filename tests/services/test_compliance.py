@@ -18,7 +18,7 @@ from tradesim.services.compliance import (
     ViolationLog,
     parse_compliance_config,
 )
-from tradesim.services.risk import ACCEPT, ConfigError, DailyCounters, Decision, DayCounts, TradingState, Verdict
+from tradesim.services.risk import ACCEPT, ConfigError, DailyCounters, DayCounts, Decision, TradingState, Verdict
 
 STOCK = Instrument(symbol="AAPL.SIM", tick_size=Decimal("0.01"), flags=frozenset({"sharia_compliant"}))
 PLAIN = Instrument(symbol="BANK.SIM", tick_size=Decimal("0.01"))

@@ -199,7 +199,8 @@ def test_daily_trade_limit_and_rollover() -> None:
 
 
 def test_daily_cancel_limit_and_rollover() -> None:
-    risk = PreTradeRisk(parse_risk_config("[defaults]\nmax_cancels_per_day = 1\n[accounts.bob]\nmax_cancels_per_day = 2"))
+    text = "[defaults]\nmax_cancels_per_day = 1\n[accounts.bob]\nmax_cancels_per_day = 2"
+    risk = PreTradeRisk(parse_risk_config(text))
     assert risk.check_cancel("alice", 5) == ACCEPT
     assert risk.check_cancel("alice", 6) == rejected("max_cancels_per_day", "daily cancel limit exceeded: 2 > 1")
     assert risk.check_cancel("bob", 6).accepted and risk.check_cancel("bob", 7).accepted
