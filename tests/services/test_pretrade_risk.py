@@ -282,6 +282,20 @@ def test_market_order_without_band_uses_last_then_reference() -> None:
         "no_reference_price", "no reference or last price for AAPL.SIM to value a market order")
 
 
+def test_stop_order_valued_at_stop_price() -> None:
+    risk = engine()
+    stop = order(type=OrderType.STOP, qty=100, stop_price=10050)
+    assert check(risk, stop, Account(cash_available=Decimal(10_000))) == rejected(
+        "buying_power", "buying power exceeded: cash required 10050.00 > available 10000")
+
+
+def test_duplicate_market_order() -> None:
+    risk = engine(duplicate_window_ms=100)
+    assert check(risk, order(type=OrderType.MARKET), ts=0).accepted
+    assert check(risk, order(type=OrderType.MARKET), ts=MS // 2).message == \
+        "duplicate order: buy 10 AAPL.SIM at market sent 0.5 ms ago (window 100 ms)"
+
+
 def test_pct_of_day_volume_holds() -> None:
     risk = engine(max_pct_day_volume=Decimal(5), min_day_volume=1000)
     market = Market(volume={"AAPL.SIM": 10_000})

@@ -233,9 +233,10 @@ class PreTradeRisk:
             return None
         o = c.order
         ago = (c.ts - seen) / NS_PER_MS
+        at = "market" if o.price is None else o.price
         return reject(
             "duplicate_order",
-            f"duplicate order: {o.side} {o.qty} {o.symbol} at {o.price} sent {ago:g} ms ago (window {window} ms)",
+            f"duplicate order: {o.side} {o.qty} {o.symbol} at {at} sent {ago:g} ms ago (window {window} ms)",
         )
 
     def _order_rate(self, c: _Order) -> Decision | None:
