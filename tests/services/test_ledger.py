@@ -8,9 +8,11 @@ quantum, and replicas, restores and redeliveries all agree.
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 from decimal import Decimal as D
 from fractions import Fraction
+from pathlib import Path
 
 import msgspec
 import pytest
@@ -344,6 +346,14 @@ def test_snapshot_round_trips_through_the_wire() -> None:
     assert restored.account("alice") == ledger.account("alice")
     restored.apply_trade(trade("bob", "alice", 15200, 10))
     assert restored.state_hash() != ledger.state_hash()  # independent copies
+
+
+def test_docs_example_runs() -> None:
+    doc = (Path(__file__).resolve().parents[2] / "docs" / "accounts.md").read_text()
+    blocks = re.findall(r"```python\n(.*?)```", doc, re.S)
+    assert blocks
+    for block in blocks:
+        exec(compile(block, "docs/accounts.md", "exec"), {})
 
 
 # --- properties on random trade sequences -----------------------------------------------------------
