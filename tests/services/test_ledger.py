@@ -26,6 +26,7 @@ from tradesim.services.accounts import (
     CurrencyMismatchError,
     InstrumentMismatchError,
     InsufficientFundsError,
+    InvalidAccountError,
     InvalidAmountError,
     InvalidTradeError,
     Ledger,
@@ -310,8 +311,10 @@ def test_refusals_change_nothing() -> None:
         ledger.open_account("carol", D("-1"))
     with pytest.raises(InvalidAmountError):
         ledger.open_account("carol", D("NaN"))
-    with pytest.raises(InvalidAmountError):
+    with pytest.raises(InvalidAccountError):
         ledger.open_account("carol", 0, kind="prime")
+    with pytest.raises(InvalidAccountError):
+        ledger.open_account("", 0)
     with pytest.raises(InsufficientFundsError):
         ledger.withdraw("alice", D("1000.01"))
     assert ledger.state_hash() == digest

@@ -11,6 +11,10 @@ class UnknownAccountError(LedgerError):
     """An account the ledger has never opened (and may not open on its own)."""
 
 
+class InvalidAccountError(LedgerError):
+    """An account id that is not a non-empty string, or an account kind other than "cash" or "margin"."""
+
+
 class AccountExistsError(LedgerError):
     """`open_account` for an account that is already open."""
 

@@ -32,6 +32,7 @@ from tradesim.services.accounts.errors import (
     CurrencyMismatchError,
     InstrumentMismatchError,
     InsufficientFundsError,
+    InvalidAccountError,
     InvalidAmountError,
     InvalidTradeError,
     UnknownAccountError,
@@ -131,13 +132,13 @@ class Ledger:
     ) -> None:
         """Opens `account` with `cash` (≥ 0) in `currency`; `kind` is "cash" or "margin"."""
         if not isinstance(account, str) or not account:
-            raise UnknownAccountError(f"account id must be a non-empty string, got {account!r}")
+            raise InvalidAccountError(f"account id must be a non-empty string, got {account!r}")
         if account in self._accounts:
             raise AccountExistsError(f"account {account!r} is already open")
         try:
             account_kind = AccountKind(kind)
         except ValueError as exc:
-            raise InvalidAmountError(f"account kind must be 'cash' or 'margin', got {kind!r}") from exc
+            raise InvalidAccountError(f"account kind must be 'cash' or 'margin', got {kind!r}") from exc
         amount = _money(cash, "opening cash")
         if amount < 0:
             raise InvalidAmountError(f"opening cash must not be negative, got {amount}")
