@@ -1,0 +1,1 @@
+"""The venue (TradingGateway): owns the matching engine, journals first, publishes what happened."""

@@ -1,0 +1,74 @@
+"""The venue's wire contract: RPC replies, book queries, and the public market-data messages it publishes.
+
+Requests to `rpc.venue.submit|cancel|modify` are the domain commands themselves (NewOrder,
+CancelOrder, ModifyOrder). Order events go out as the domain events; see docs/services.md for which
+subject carries what.
+"""
+
+from __future__ import annotations
+
+import msgspec
+
+from tradesim.domain import Event, Instrument, Side
+
+Level = tuple[int, int, int]  # (price ticks, visible qty, order count)
+
+
+class VenueReply(msgspec.Struct, frozen=True, kw_only=True, tag="venue.reply", tag_field="kind"):
+    """The events one command produced, sent only after the command is durable in the journal."""
+
+    events: list[Event]
+    # The venue's event sequence after this command (== the last event's seq when there are events).
+    seq: int
+    # The journal sequence of the command.
+    journal_seq: int
+
+
+class BookRequest(msgspec.Struct, frozen=True, kw_only=True, tag="venue.book_request", tag_field="kind"):
+    symbol: str
+    depth: int = 10
+
+
+class BookReply(msgspec.Struct, frozen=True, kw_only=True, tag="venue.book", tag_field="kind"):
+    symbol: str
+    seq: int
+    bids: list[Level]
+    asks: list[Level]
+    last_price: int | None = None
+
+
+class InstrumentsRequest(msgspec.Struct, frozen=True, kw_only=True, tag="venue.instruments_request",
+                         tag_field="kind"):
+    pass
+
+
+class InstrumentsReply(msgspec.Struct, frozen=True, kw_only=True, tag="venue.instruments", tag_field="kind"):
+    instruments: list[Instrument]
+
+
+class TradePrint(msgspec.Struct, frozen=True, kw_only=True, gc=False, tag="venue.trade_print", tag_field="kind"):
+    """The public tape (`trades.executed`): a trade without who was behind it."""
+
+    seq: int
+    ts: int
+    trade_id: int
+    symbol: str
+    price: int
+    qty: int
+    aggressor: Side
+
+
+class DepthUpdate(msgspec.Struct, frozen=True, kw_only=True, tag="venue.depth", tag_field="kind"):
+    """Top of book after a batch of commands touched the symbol (`market.depth.{symbol}`), conflated."""
+
+    symbol: str
+    seq: int
+    ts: int
+    bids: list[Level]
+    asks: list[Level]
+    last_price: int | None = None
+
+
+VENUE_MESSAGES: tuple[type[msgspec.Struct], ...] = (
+    VenueReply, BookRequest, BookReply, InstrumentsRequest, InstrumentsReply, TradePrint, DepthUpdate,
+)
