@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import msgspec
 
-from tradesim.domain import Event, Instrument, Side
+from tradesim.domain import Event, Instrument, OrderStatus, Side
 
 Level = tuple[int, int, int]  # (price ticks, visible qty, order count)
 
@@ -69,6 +69,27 @@ class DepthUpdate(msgspec.Struct, frozen=True, kw_only=True, tag="venue.depth", 
     last_price: int | None = None
 
 
+class OrderStatusRequest(msgspec.Struct, frozen=True, kw_only=True, tag="venue.order_status_request",
+                         tag_field="kind"):
+    """`rpc.venue.order_status`: what the venue knows of (account, client_order_id) — the OMS asks this
+    to recover an order whose request timed out."""
+
+    account: str
+    client_order_id: str
+
+
+class OrderStatusReply(msgspec.Struct, frozen=True, kw_only=True, tag="venue.order_status", tag_field="kind"):
+    found: bool
+    seq: int  # the venue's event sequence when it answered
+    order_id: int | None = None
+    status: OrderStatus | None = None
+    price: int | None = None
+    qty: int = 0
+    filled_qty: int = 0
+    leaves_qty: int = 0
+
+
 VENUE_MESSAGES: tuple[type[msgspec.Struct], ...] = (
     VenueReply, BookRequest, BookReply, InstrumentsRequest, InstrumentsReply, TradePrint, DepthUpdate,
+    OrderStatusRequest, OrderStatusReply,
 )
