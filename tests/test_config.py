@@ -1,0 +1,80 @@
+"""The system configuration: defaults, file layering, environment overrides, and errors that name the key."""
+
+from __future__ import annotations
+
+from decimal import Decimal
+from pathlib import Path
+
+import pytest
+
+from tradesim.services.config import ConfigError, load_config
+
+
+def write(tmp_path: Path, text: str) -> Path:
+    path = tmp_path / "tradesim.toml"
+    path.write_text(text)
+    return path
+
+
+def test_defaults_list_the_demo_venue() -> None:
+    config = load_config(env={})
+    assert [i.symbol for i in config.instruments] == ["IF2501.CFFEX", "IC2501.CFFEX", "AAPL.SIM", "MSFT.SIM"]
+    futures = config.instrument("IF2501.CFFEX")
+    assert futures.multiplier == Decimal(300) and futures.margin_rate == Decimal("0.12")
+    assert config.reference_prices["IF2501.CFFEX"] == 19750  # 3950.0 / 0.2
+    assert config.settings.bus == "memory://" and config.settings.journal_target == "./data"
+    assert [p.name for p in config.compliance.packs_for("fatima")] == ["sharia"]
+    assert config.risk.limits_for("alice", futures).position_limit == 200
+
+
+def test_a_file_overrides_system_keys_one_by_one_and_replaces_lists(tmp_path: Path) -> None:
+    path = write(tmp_path, """
+[system]
+port = 9000
+[[instruments]]
+symbol = "X.SIM"
+tick_size = "0.05"
+reference_price = "10.05"
+[[accounts]]
+id = "zed"
+cash = "5"
+""")
+    config = load_config(path, env={})
+    assert config.settings.port == 9000 and config.settings.bus == "memory://"
+    assert [i.symbol for i in config.instruments] == ["X.SIM"]
+    assert config.reference_prices == {"X.SIM": 201}
+    assert [(a.id, a.cash) for a in config.accounts] == [("zed", Decimal(5))]
+
+
+def test_environment_overrides_the_file_and_flags_override_both(tmp_path: Path) -> None:
+    path = write(tmp_path, '[system]\nbus = "nats://127.0.0.1:4333"\nport = 9000\n')
+    config = load_config(path, env={"TRADESIM_BUS": "memory://x", "TRADESIM_PORT": "9100"})
+    assert config.settings.bus == "memory://x" and config.settings.port == 9100
+    assert config.with_settings(port=9200, db=None).settings.port == 9200
+
+
+@pytest.mark.parametrize(
+    ("text", "needle"),
+    [
+        ("[system]\nprot = 1\n", "prot"),
+        ("[sytem]\n", "sytem"),
+        ("[system]\nport = 'eighty'\n", "port"),
+        ('[[instruments]]\nsymbol = "NODOT"\ntick_size = "0.01"\n', "CODE.VENUE"),
+        ('[[instruments]]\nsymbol = "X.SIM"\ntick_size = "0.05"\nreference_price = "10.01"\n', "reference_price"),
+        ('[[instruments]]\nsymbol = "X.SIM"\ntick_size = "0.05"\n[[instruments]]\nsymbol = "X.SIM"\n'
+         'tick_size = "0.05"\n', "listed twice"),
+        ('[[accounts]]\nid = "a"\nkind = "crypto"\n', "kind"),
+        ('[[accounts]]\nid = "a"\n[[accounts]]\nid = "a"\n', "listed twice"),
+        ("[risk.defaults]\nmax_order_qtty = 5\n", "max_order_qtty"),
+        ('[compliance.accounts]\nbob = ["nope"]\n', "nope"),
+        ("this is not toml", "not valid TOML"),
+    ],
+)
+def test_bad_config_names_what_is_wrong(tmp_path: Path, text: str, needle: str) -> None:
+    with pytest.raises(ConfigError, match=needle):
+        load_config(write(tmp_path, text), env={})
+
+
+def test_missing_file_is_a_clear_error(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match="cannot read config"):
+        load_config(tmp_path / "nope.toml", env={})

@@ -1,0 +1,205 @@
+"""The system configuration: one TOML file for instruments, accounts, risk, compliance and settings.
+
+Precedence for the settings in `[system]`: command-line flags > `TRADESIM_*` environment variables >
+the file > the built-in defaults (`tradesim/services/default.toml`, which also documents every key).
+A bad file fails with a `ConfigError` naming the key, before anything starts.
+"""
+
+from __future__ import annotations
+
+import os
+import tomllib
+from collections.abc import Mapping
+from decimal import Decimal
+from pathlib import Path
+from typing import Any, TypeVar
+
+import msgspec
+
+from tradesim.domain import Instrument, OffTickError
+from tradesim.services.compliance import ComplianceConfig
+from tradesim.services.compliance.config import compliance_config_from_dict
+from tradesim.services.risk import RiskConfig
+from tradesim.services.risk.config import risk_config_from_dict
+
+DEFAULT_FILE = Path(__file__).with_name("default.toml")
+ENV_PREFIX = "TRADESIM_"
+
+T = TypeVar("T")
+
+
+class ConfigError(ValueError):
+    """A configuration that cannot be used; the message names the file and the key."""
+
+
+class Settings(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
+    data_dir: str = "./data"
+    bus: str = "memory://"
+    db: str = ""
+    host: str = "127.0.0.1"
+    port: int = 8000
+    snapshot_every: int = 10_000
+
+    @property
+    def journal_target(self) -> str:
+        """Where the journal lives: the database URL if one is set, else the data directory."""
+        return self.db or self.data_dir
+
+
+class InstrumentConfig(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
+    symbol: str
+    tick_size: Decimal
+    lot_size: int = 1
+    multiplier: Decimal = Decimal(1)
+    currency: str = "USD"
+    margin_rate: Decimal = Decimal(0)
+    price_band: Decimal | None = None
+    flags: list[str] = []
+    maker_fee_bps: Decimal = Decimal(0)
+    taker_fee_bps: Decimal = Decimal(0)
+    # Where the price process starts and what risk bands refer to before the first trade.
+    reference_price: Decimal | None = None
+
+
+class AccountConfig(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
+    id: str
+    cash: Decimal = Decimal(0)
+    kind: str = "cash"
+    currency: str = "USD"
+
+
+class SystemConfig(msgspec.Struct, frozen=True, kw_only=True):
+    settings: Settings
+    instruments: list[Instrument]
+    # Reference prices in ticks, for the symbols that have one.
+    reference_prices: dict[str, int]
+    accounts: list[AccountConfig]
+    risk: RiskConfig
+    compliance: ComplianceConfig
+    source: str = ""
+
+    def instrument(self, symbol: str) -> Instrument:
+        for instrument in self.instruments:
+            if instrument.symbol == symbol:
+                return instrument
+        raise KeyError(symbol)
+
+    def with_settings(self, **changes: Any) -> SystemConfig:
+        """A copy with some settings replaced (the command line's overrides); None values are ignored."""
+        given = {key: value for key, value in changes.items() if value is not None}
+        return msgspec.structs.replace(self, settings=msgspec.structs.replace(self.settings, **given))
+
+
+def load_config(path: str | Path | None = None, env: Mapping[str, str] | None = None) -> SystemConfig:
+    """The default configuration, or the file at `path` layered over it, then `TRADESIM_*` overrides."""
+    default = _read(DEFAULT_FILE)
+    data = default if path is None else _merge(default, _read(Path(path)))
+    source = str(path) if path is not None else "built-in defaults"
+    settings = _settings(data.get("system", {}), source, os.environ if env is None else env)
+    return SystemConfig(
+        settings=settings,
+        instruments=[_instrument(c, source) for c in _instrument_configs(data, source)],
+        reference_prices=_reference_prices(_instrument_configs(data, source), source),
+        accounts=_accounts(data.get("accounts", []), source),
+        risk=_section(risk_config_from_dict, data.get("risk", {}), source, "risk"),
+        compliance=_section(compliance_config_from_dict, data.get("compliance", {}), source, "compliance"),
+        source=source,
+    )
+
+
+def _read(path: Path) -> dict[str, Any]:
+    try:
+        with path.open("rb") as f:
+            return tomllib.load(f)
+    except OSError as exc:
+        raise ConfigError(f"cannot read config {path}: {exc.strerror}") from exc
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"config {path} is not valid TOML: {exc}") from exc
+
+
+def _merge(default: dict[str, Any], given: dict[str, Any]) -> dict[str, Any]:
+    """A given file replaces whole lists (instruments, accounts) and whole risk/compliance sections;
+    `[system]` keys override one by one."""
+    unknown = set(given) - {"system", "instruments", "accounts", "risk", "compliance"}
+    if unknown:
+        raise ConfigError(f"unknown config section(s): {', '.join(sorted(unknown))} "
+                          "(known: system, instruments, accounts, risk, compliance)")
+    merged = {**default, **given}
+    merged["system"] = {**default.get("system", {}), **given.get("system", {})}
+    return merged
+
+
+def _settings(table: object, source: str, env: Mapping[str, str]) -> Settings:
+    overrides: dict[str, Any] = {}
+    for field in msgspec.structs.fields(Settings):
+        value = env.get(ENV_PREFIX + field.name.upper())
+        if value is not None:
+            overrides[field.name] = int(value) if field.type is int and value.isdigit() else value
+    base = _convert(table, Settings, source, "system")
+    try:
+        return msgspec.structs.replace(base, **overrides)
+    except (TypeError, ValueError) as exc:
+        raise ConfigError(f"{source}: bad TRADESIM_* environment override: {exc}") from exc
+
+
+def _instrument_configs(data: dict[str, Any], source: str) -> list[InstrumentConfig]:
+    configs = _convert(data.get("instruments", []), list[InstrumentConfig], source, "instruments")
+    symbols = [c.symbol for c in configs]
+    duplicates = sorted({s for s in symbols if symbols.count(s) > 1})
+    if duplicates:
+        raise ConfigError(f"{source}: instruments: {', '.join(duplicates)} listed twice")
+    return configs
+
+
+def _instrument(config: InstrumentConfig, source: str) -> Instrument:
+    try:
+        return Instrument(
+            symbol=config.symbol, tick_size=config.tick_size, lot_size=config.lot_size,
+            multiplier=config.multiplier, currency=config.currency, margin_rate=config.margin_rate,
+            price_band=config.price_band, flags=frozenset(config.flags),
+            maker_fee_bps=config.maker_fee_bps, taker_fee_bps=config.taker_fee_bps,
+        )
+    except ValueError as exc:
+        raise ConfigError(f"{source}: instruments.{config.symbol}: {exc}") from exc
+
+
+def _reference_prices(configs: list[InstrumentConfig], source: str) -> dict[str, int]:
+    prices: dict[str, int] = {}
+    for config in configs:
+        if config.reference_price is None:
+            continue
+        try:
+            prices[config.symbol] = _instrument(config, source).to_ticks(config.reference_price)
+        except OffTickError as exc:
+            raise ConfigError(f"{source}: instruments.{config.symbol}.reference_price: {exc}") from exc
+    return prices
+
+
+def _accounts(table: object, source: str) -> list[AccountConfig]:
+    accounts = _convert(table, list[AccountConfig], source, "accounts")
+    seen: set[str] = set()
+    for account in accounts:
+        if account.kind not in ("cash", "margin"):
+            raise ConfigError(f"{source}: accounts.{account.id}.kind must be 'cash' or 'margin', "
+                              f"not {account.kind!r}")
+        if account.id in seen:
+            raise ConfigError(f"{source}: accounts: {account.id} listed twice")
+        seen.add(account.id)
+    return accounts
+
+
+def _convert(value: object, tp: type[T], source: str, where: str) -> T:
+    try:
+        return msgspec.convert(value, tp, strict=False)
+    except msgspec.ValidationError as exc:
+        raise ConfigError(f"{source}: {where}: {exc}") from exc
+
+
+def _section(build: Any, value: object, source: str, where: str) -> Any:
+    if not isinstance(value, dict):
+        raise ConfigError(f"{source}: [{where}] must be a table")
+    try:
+        result = build(value)
+    except ValueError as exc:
+        raise ConfigError(f"{source}: [{where}]: {exc}") from exc
+    return result
