@@ -249,6 +249,70 @@ async def _pong() -> msgspec.Struct:
     return Pong(n=1)
 
 
+async def test_rpc_serve_is_one_at_a_time_by_default(connect: Connect, uid: str) -> None:
+    server, client = await connect(), await connect()
+    active, peak = 0, 0
+
+    async def slow(req: msgspec.Struct) -> msgspec.Struct:
+        nonlocal active, peak
+        assert isinstance(req, Ping)
+        active += 1
+        peak = max(peak, active)
+        await asyncio.sleep(0.01)
+        active -= 1
+        return Pong(n=req.n)
+
+    await server.serve(f"rpc.{uid}.serial", slow)
+    replies = await asyncio.gather(*(client.request(f"rpc.{uid}.serial", Ping(n=i), 5.0) for i in range(5)))
+    assert replies == [Pong(n=i) for i in range(5)]
+    assert peak == 1
+
+
+async def test_rpc_serve_with_concurrency_runs_handlers_at_once(connect: Connect, uid: str) -> None:
+    server, client = await connect(), await connect()
+    started: list[int] = []
+    all_in = asyncio.Event()
+    n = 8
+
+    async def gated(req: msgspec.Struct) -> msgspec.Struct:
+        assert isinstance(req, Ping)
+        started.append(req.n)
+        if len(started) == n:
+            all_in.set()
+        await all_in.wait()  # deadlocks (times out) unless all n handlers are in flight together
+        return Pong(n=req.n)
+
+    await server.serve(f"rpc.{uid}.conc", gated, concurrency=n)
+    replies = await asyncio.gather(*(client.request(f"rpc.{uid}.conc", Ping(n=i), 5.0) for i in range(n)))
+    assert replies == [Pong(n=i) for i in range(n)]
+    assert sorted(started) == list(range(n))
+
+
+async def test_rpc_serve_concurrency_is_bounded(connect: Connect, uid: str) -> None:
+    server, client = await connect(), await connect()
+    active, peak = 0, 0
+    release = asyncio.Event()
+
+    async def held(req: msgspec.Struct) -> msgspec.Struct:
+        nonlocal active, peak
+        assert isinstance(req, Ping)
+        active += 1
+        peak = max(peak, active)
+        await release.wait()
+        active -= 1
+        return Pong(n=req.n)
+
+    await server.serve(f"rpc.{uid}.bounded", held, concurrency=3)
+    calls = [asyncio.create_task(client.request(f"rpc.{uid}.bounded", Ping(n=i), 5.0)) for i in range(6)]
+    await eventually(lambda: active == 3, what="3 handlers in flight")
+    await asyncio.sleep(0.05)
+    assert peak == 3, "the 4th request waits for a free slot"
+    release.set()
+    assert await asyncio.gather(*calls) == [Pong(n=i) for i in range(6)]
+    with pytest.raises(ValueError, match="concurrency"):
+        await server.serve(f"rpc.{uid}.zero", held, concurrency=0)
+
+
 async def test_rpc_unknown_reply_tag_is_a_codec_error_naming_the_subject(connect: Connect, uid: str) -> None:
     server = await connect(codec=Codec(Secret, Ping))
     client = await connect()

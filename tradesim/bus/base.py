@@ -304,16 +304,21 @@ class Bus(ABC):
             raise RemoteError(subject, reply.error_type, reply.message)
         return reply
 
-    async def serve(self, subject: str, handler: RpcHandler) -> Subscription:
+    async def serve(self, subject: str, handler: RpcHandler, *, concurrency: int = 1) -> Subscription:
         """Answer requests on `subject` (wildcards allowed) with `handler(request) -> reply`.
 
-        Requests are handled one at a time per server. Several servers of one subject share the
-        load (each request is answered by one). A handler exception goes back as a RemoteError.
+        By default requests are handled one at a time per server. With `concurrency=N`, up to N
+        handlers run at once (each in its own task, started in arrival order; the N+1st request waits
+        for a free slot), so a handler that awaits I/O — e.g. a group commit — does not hold back the
+        requests behind it. Replies then go out as handlers finish. Several servers of one subject
+        share the load (each request is answered by one). A handler exception goes back as a RemoteError.
         """
         self._check_open()
         validate_pattern(subject)
+        if not isinstance(concurrency, int) or concurrency < 1:
+            raise ValueError(f"concurrency must be a positive int, got {concurrency!r}")
 
-        async def on_raw(subj: str, data: bytes, reply: str | None) -> None:
+        async def answer(subj: str, data: bytes, reply: str | None) -> None:
             if reply is None:
                 self.on_error(subj, CodecError(f"request on {subj!r} has no reply subject; dropped"))
                 return
@@ -330,7 +335,23 @@ class Bus(ABC):
             except Exception as exc:
                 self.on_error(subj, exc)
 
-        return await self._subscribe(subject, on_raw, Mode.COMPETE, RPC_GROUP)
+        if concurrency == 1:
+            return await self._subscribe(subject, answer, Mode.COMPETE, RPC_GROUP)
+
+        slots = asyncio.Semaphore(concurrency)
+        running: set[asyncio.Task[None]] = set()  # strong references until each handler is done
+
+        def done(task: asyncio.Task[None]) -> None:
+            running.discard(task)
+            slots.release()
+
+        async def spawn(subj: str, data: bytes, reply: str | None) -> None:
+            await slots.acquire()  # back-pressure: the subscription reads on only when a slot is free
+            task = asyncio.create_task(answer(subj, data, reply), name=f"bus-rpc:{subj}")
+            running.add(task)
+            task.add_done_callback(done)
+
+        return await self._subscribe(subject, spawn, Mode.COMPETE, RPC_GROUP)
 
     @abstractmethod
     async def kv(self, bucket: str, *, ttl: float | None = None) -> KeyValue:
