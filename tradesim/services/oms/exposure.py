@@ -1,0 +1,84 @@
+"""What an account can still do: the Ledger replica's figures minus what its working orders reserve.
+
+Pre-trade risk expects `cash_available` / `margin_available` net of working orders, and the
+compliance and risk rules read the open quantity per side and the open order count. Working orders
+here are every non-terminal record, HELD and PENDING_* included: a held order is routed without a
+second check when approved, so it must already count.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from decimal import Decimal
+
+from tradesim.domain import Instrument, Side
+from tradesim.services.accounts import Ledger
+from tradesim.services.oms.records import OrderRecord
+from tradesim.services.risk import TradingState
+
+_BPS = Decimal(10_000)
+
+
+def reservation(record: OrderRecord, instrument: Instrument) -> tuple[Decimal, Decimal]:
+    """(cash, margin) the order's open quantity holds: a cash-instrument buy holds its notional plus the
+    taker fee; a margined order (either side, conservatively) holds its initial margin."""
+    price = record.reserve_price
+    if price is None or record.leaves_qty <= 0:
+        return Decimal(0), Decimal(0)
+    value = instrument.from_ticks(price) * record.leaves_qty * instrument.multiplier
+    if instrument.margin_rate > 0:
+        return Decimal(0), value * instrument.margin_rate
+    if record.side is Side.BUY:
+        return value * (1 + instrument.taker_fee_bps / _BPS), Decimal(0)
+    return Decimal(0), Decimal(0)
+
+
+@dataclass(frozen=True, slots=True)
+class AccountExposure:
+    """An immutable `risk.AccountState` for one check, built by `exposure()`."""
+
+    cash_available: Decimal
+    margin_available: Decimal
+    equity: Decimal
+    pnl_today: Decimal
+    open_order_count: int
+    positions: Mapping[str, int]
+    open_qtys: Mapping[tuple[str, Side], int] = field(default_factory=dict)
+    trading_state: TradingState = TradingState.ACTIVE
+
+    def position(self, symbol: str) -> int:
+        return self.positions.get(symbol, 0)
+
+    def open_qty(self, symbol: str, side: Side) -> int:
+        return self.open_qtys.get((symbol, side), 0)
+
+
+def exposure(
+    account: str,
+    ledger: Ledger,
+    working: Iterable[OrderRecord],
+    instruments: Mapping[str, Instrument],
+    pnl_today: Decimal,
+) -> AccountExposure:
+    """The account as risk sees it now: ledger figures net of the reservations of `working` orders."""
+    view = ledger.account(account)
+    cash = margin = Decimal(0)
+    count = 0
+    open_qtys: dict[tuple[str, Side], int] = {}
+    for record in working:
+        count += 1
+        if record.leaves_qty > 0:
+            open_qtys[(record.symbol, record.side)] = open_qtys.get((record.symbol, record.side), 0) + record.leaves_qty
+        c, m = reservation(record, instruments[record.symbol])
+        cash += c
+        margin += m
+    return AccountExposure(
+        cash_available=view.cash_available - cash - margin,
+        margin_available=view.margin_available - margin - cash,
+        equity=view.equity,
+        pnl_today=pnl_today,
+        open_order_count=count,
+        positions={p.symbol: p.qty for p in view.positions},
+        open_qtys=open_qtys,
+    )
