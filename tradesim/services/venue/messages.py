@@ -89,7 +89,13 @@ class OrderStatusReply(msgspec.Struct, frozen=True, kw_only=True, tag="venue.ord
     leaves_qty: int = 0
 
 
+class EndOfDayRequest(msgspec.Struct, frozen=True, kw_only=True, tag="venue.end_of_day_request", tag_field="kind"):
+    """`rpc.venue.end_of_day`: expire every DAY order (and due GTD ones); the venue stamps the time.
+
+    Answered with the `VenueReply` of the journaled `ExpireOrders(end_of_day=True)`."""
+
+
 VENUE_MESSAGES: tuple[type[msgspec.Struct], ...] = (
     VenueReply, BookRequest, BookReply, InstrumentsRequest, InstrumentsReply, TradePrint, DepthUpdate,
-    OrderStatusRequest, OrderStatusReply,
+    OrderStatusRequest, OrderStatusReply, EndOfDayRequest,
 )
