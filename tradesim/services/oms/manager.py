@@ -250,7 +250,6 @@ class OrderManager:
             created_ts=ts, updated_ts=ts,
         )
         self._orders[record.key] = record
-        self._working[record.account][record.key] = record
         order = self._command(record, ts)
         limits = self.risk.config.limits_for(req.account, instrument)
         record.reserve_price = check_price(order, self.market, limits.price_band)
@@ -259,6 +258,8 @@ class OrderManager:
         decision = self.compliance.check(order, instrument, account, self.market, activity, ts)
         if decision.accepted:
             decision = self.risk.check(order, instrument, account, self.market, ts)
+        if not decision.rejected:  # working from now on: later checks see its reservation
+            self._working[record.account][record.key] = record
         if decision.rejected:
             self._set_status(record, S.REJECTED, ts)
             record.reason, record.message = decision.code, decision.message
