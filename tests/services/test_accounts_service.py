@@ -239,3 +239,12 @@ async def test_snapshot_restore_round_trip(bus: Bus, tracker: AccountsService) -
     assert other.last_seq == 3
     other.apply_trade(trade(2, 1, 1))  # a redelivery after restore is still a duplicate
     assert other.state_hash() == tracker.state_hash()
+
+
+def test_docs_example_runs() -> None:
+    import re
+    from pathlib import Path
+
+    doc = (Path(__file__).resolve().parents[2] / "docs" / "positions-and-risk-monitor.md").read_text()
+    (block,) = re.findall(r"```python\n(.*?)```", doc, re.S)
+    exec(compile(block, "docs/positions-and-risk-monitor.md", "exec"), {})
