@@ -9,6 +9,7 @@ from collections.abc import AsyncIterator, Callable
 from decimal import Decimal
 from fractions import Fraction
 from itertools import count
+from pathlib import Path
 
 import msgspec
 import pytest
@@ -466,3 +467,59 @@ async def test_risk_get_reply_and_errors(bus: Bus) -> None:
     )
     assert isinstance(bad, RiskError) and bad.error == "malformed"
     await monitor.stop()
+
+
+# --- end to end: the real venue and OMS ---------------------------------------------------------------------
+
+
+async def test_liquidation_end_to_end_through_the_real_oms_and_venue(tmp_path: Path, alerts: Alerts) -> None:
+    from tradesim.services.compliance import parse_compliance_config
+    from tradesim.services.oms.service import OmsService
+    from tradesim.services.risk import parse_risk_config
+    from tradesim.services.venue.service import VenueService
+    from tradesim.store import open_journal
+
+    bus = await open_bus(f"memory://risk-e2e-{uuid.uuid4().hex[:8]}", on_error=lambda s, e: None)
+    await bus.subscribe(subjects.RISK_ALERTS, alerts.on)
+    journal = await open_journal(tmp_path)
+    venue = VenueService(bus, journal, [AAPL])
+    oms = OmsService(
+        bus,
+        [AAPL],
+        ACCOUNTS,
+        parse_risk_config("[defaults]\nmax_order_qty = 10_000\n"),
+        parse_compliance_config("default_packs = []\n"),
+        reference_prices={"AAPL.SIM": 10_000},
+    )
+    monitor = await started(bus, liquidation_enabled=True)
+    try:
+        await venue.start()
+        await oms.start()
+        for side, price in ((Side.SELL, 10_000), (Side.BUY, 9_900)):
+            reply = await bus.request(
+                RPC_OMS_SUBMIT,
+                OrderRequest(
+                    account="mm", symbol="AAPL.SIM", side=side, qty=200, price=price, client_order_id=str(side)
+                ),
+            )
+            assert isinstance(reply, OrderReply) and reply.order.status is OrderStatus.ACCEPTED, reply
+        reply = await bus.request(
+            RPC_OMS_SUBMIT,
+            OrderRequest(
+                account="alice", symbol="AAPL.SIM", side=Side.BUY, qty=130, type=OrderType.MARKET, client_order_id="big"
+            ),
+        )
+        assert isinstance(reply, OrderReply) and reply.order.filled_qty == 130, reply
+        (liq,) = await alerts.wait_kind(AlertKind.LIQUIDATION, 1)
+        await monitor.idle()
+        assert liq.figures["filled_qty"] == "30", liq.message
+        assert liq.client_order_id.startswith("liq-alice-AAPL.SIM-")
+        states = await alerts.wait_kind(AlertKind.POSITION_STATE, 2)
+        assert [a.figures["state"] for a in states] == ["over_limit", "critical"]
+        assert monitor.replica.ledger.position("alice", "AAPL.SIM").qty == 100
+    finally:
+        await monitor.stop()
+        await oms.stop()
+        await venue.stop()
+        await journal.close()
+        await bus.close()
