@@ -569,3 +569,21 @@ async def test_venue_over_nats(nats_url: str, tmp_path: Path) -> None:  # noqa: 
         await journal.close()
         await server.close()
         await client.close()
+
+
+# ---- docs ---------------------------------------------------------------------------------------
+def test_the_docs_example_runs(tmp_path: Path) -> None:
+    import re
+
+    doc = (ROOT / "docs" / "venue.md").read_text()
+    examples = [b for b in re.findall(r"```python\n(.*?)```", doc, re.S) if "asyncio.run(" in b]
+    assert len(examples) == 1
+    script = tmp_path / "example.py"
+    script.write_text(examples[0])
+    proc = subprocess.run([sys.executable, str(script), f"memory://doc-{uuid.uuid4().hex[:8]}"],
+                          capture_output=True, text=True, timeout=60, cwd=ROOT,
+                          env={**os.environ, "PYTHONPATH": str(ROOT)})
+    assert proc.returncode == 0, proc.stderr
+    assert "journal seq 3: ['OrderAccepted', 'Trade']" in proc.stdout
+    assert "bids=[(15025, 60, 1)]" in proc.stdout
+    assert "trades.executed seq=3" in proc.stdout

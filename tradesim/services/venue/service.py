@@ -192,6 +192,7 @@ class VenueService:
         self._last_ts = 0
         self._jseq = 0  # journal seq of the last command queued (we are the journal's only writer)
         self._durable = 0  # highest journal seq known durable
+        self._published = 0  # journal seq of the last outbox entry whose events are all out
         self._outbox: deque[_Entry] = deque()
         self._wake = asyncio.Event()  # outbox has work (something became durable, or stopping)
         self._snapshots = Snapshotter(journal, snapshot_every)
@@ -229,7 +230,7 @@ class VenueService:
         register(*VENUE_MESSAGES)
         engine, last_seq = await recover(self.journal)
         self._engine = engine
-        self._jseq = self._durable = last_seq
+        self._jseq = self._durable = self._published = last_seq
         self._snapshots.last_snapshot_seq = self._captured = last_seq
         if last_seq:
             async for record in self.journal.read(last_seq):  # keep command time monotonic across restarts
@@ -387,7 +388,7 @@ class VenueService:
     async def _read(self, answer: msgspec.Struct) -> msgspec.Struct:
         """Releases a query's answer (computed now) only once every command before it is durable and
         published, so a reader never sees state that a crash could take back."""
-        if not self._outbox and self._jseq <= max(self._durable, self.journal.last_seq):
+        if not self._outbox and self._published >= self._jseq:
             return answer
         entry = _Entry(self._jseq, self._engine.seq, [], [], None, asyncio.get_running_loop().create_future())
         self._outbox.append(entry)
@@ -445,6 +446,7 @@ class VenueService:
                     depth[update.symbol] = update
                 if entry.snapshot is not None:
                     snapshots.append((entry.jseq, *entry.snapshot))
+                self._published = entry.jseq
                 if not entry.published.done():
                     entry.published.set_result(None)
             for update in depth.values():
