@@ -1,19 +1,22 @@
-"""A minimal venue for OMS tests: a real MatchingEngine behind `rpc.venue.*` on a memory bus.
+"""OMS test support: a harness on a private memory bus with the real VenueService (journal in a temp dir)
+or `MiniVenue`, a minimal venue whose knobs delay or swallow requests (stuck orders, timeouts).
 
-It publishes each command's events on the venue's subjects in seq order, then replies with a
-`VenueReply`; knobs delay replies (stuck orders) or swallow requests (a venue that never answers).
+MiniVenue runs a real MatchingEngine behind `rpc.venue.*`, publishes each command's events on the venue's
+subjects in seq order, then replies with a `VenueReply`.
 """
 
 from __future__ import annotations
 
 import asyncio
+import tempfile
 import uuid
 from collections.abc import Iterable
 from decimal import Decimal
+from typing import Literal
 
 import msgspec
 
-from tradesim.bus import Bus, Subscription, open_bus, register, subjects
+from tradesim.bus import Bus, Delivery, Subscription, open_bus, register, subjects
 from tradesim.domain import (
     CancelOrder,
     Event,
@@ -33,8 +36,11 @@ from tradesim.engine import MatchingEngine
 from tradesim.services.alerts import RiskAlert
 from tradesim.services.compliance import parse_compliance_config
 from tradesim.services.oms import OmsService, OrderStore
+from tradesim.services.oms.service import EVENT_TYPES
 from tradesim.services.risk import parse_risk_config
 from tradesim.services.venue.messages import VENUE_MESSAGES, OrderStatusReply, OrderStatusRequest, VenueReply
+from tradesim.services.venue.service import VenueService
+from tradesim.store import Journal, open_journal
 
 register(*VENUE_MESSAGES, RiskAlert)
 
@@ -124,18 +130,42 @@ class Harness:
     """A private memory bus with a MiniVenue, an OmsService and a client connection."""
 
     def __init__(self, *, stuck_after: float = 5.0, request_timeout: float = 2.0,
-                 store: OrderStore | None = None, venue: bool = True) -> None:
+                 store: OrderStore | None = None, venue: Literal["real", "mini", "none"] = "real") -> None:
         self.url = f"memory://oms-{uuid.uuid4().hex}"
-        self.stuck_after, self.request_timeout, self.store, self.with_venue = (
+        self.stuck_after, self.request_timeout, self.store, self.venue_kind = (
             stuck_after, request_timeout, store, venue)
         self.alerts: list[RiskAlert] = []
+        self.events: list[Event] = []
+        self.real: VenueService | None = None
+        self._journal: Journal | None = None
+        self._dir: tempfile.TemporaryDirectory[str] | None = None
+
+    @property
+    def engine(self) -> MatchingEngine:
+        """The engine of whichever venue runs (to check what reached it)."""
+        return self.real.engine if self.real is not None else self.venue.engine
+
+    def accepted(self, cid: str) -> int:
+        """How many times the venue accepted an order named `cid` (seen on the bus)."""
+        return sum(1 for e in self.events if isinstance(e, OrderAccepted) and e.client_order_id == cid)
 
     async def __aenter__(self) -> Harness:
         self.server_bus = await open_bus(self.url)
         self.client = await open_bus(self.url)
         self.venue = MiniVenue(self.server_bus, INSTRUMENTS)
-        if self.with_venue:
+        if self.venue_kind == "mini":
             await self.venue.start()
+        elif self.venue_kind == "real":
+            self._dir = tempfile.TemporaryDirectory()
+            self._journal = await open_journal(self._dir.name, synchronous="OFF", linger=0.0)
+            self.real = VenueService(self.server_bus, self._journal, INSTRUMENTS)
+            await self.real.start()
+
+        async def on_event(d: Delivery) -> None:
+            if isinstance(d.data, EVENT_TYPES):
+                self.events.append(d.data)
+
+        await self.client.subscribe(subjects.ORDERS_ALL, on_event)
 
         async def on_alert(d: object) -> None:
             data = getattr(d, "data", None)
@@ -155,6 +185,12 @@ class Harness:
     async def __aexit__(self, *exc: object) -> None:
         await self.oms.stop()
         await self.venue.stop()
+        if self.real is not None:
+            await self.real.stop()
+        if self._journal is not None:
+            await self._journal.close()
+        if self._dir is not None:
+            self._dir.cleanup()
         await self.client.close()
         await self.server_bus.close()
 

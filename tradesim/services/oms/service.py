@@ -1,9 +1,9 @@
 """The OMS on the bus: serves `rpc.oms.*`, routes to `rpc.venue.*`, follows the venue's event subjects,
 persists through an `OrderStore`, and surfaces (then recovers) requests the venue leaves unanswered.
 
-All decisions live in `OrderManager` (pure); this shell only does I/O around it. It is one asyncio task
-set: requests are served by `concurrency` competing servers per subject (the bus runs each server's
-requests one at a time), and the manager is only touched between awaits, so no locks are needed.
+All decisions live in `OrderManager` (pure); this shell only does I/O around it. Up to `concurrency`
+requests per RPC run at once (the bus's `serve(concurrency=)`), all on one event loop: the manager is
+only touched between awaits, so no locks are needed.
 """
 
 from __future__ import annotations
@@ -119,8 +119,8 @@ class OmsService:
             "approve": self._approve, "reject_held": self._reject_held,
         }
         for method, handler in methods.items():
-            for _ in range(self.concurrency):
-                self._subs.append(await self.bus.serve(subjects.rpc("oms", method), self._guard(handler)))
+            self._subs.append(await self.bus.serve(subjects.rpc("oms", method), self._guard(handler),
+                                                   concurrency=self.concurrency))
         self._watchdog = asyncio.create_task(self._watch(), name="oms-watchdog")
 
     async def stop(self) -> None:
