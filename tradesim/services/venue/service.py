@@ -83,6 +83,7 @@ EVENT_SUBJECTS: Final[dict[type[Event], str]] = {
 
 DEFAULT_MAX_IN_FLIGHT: Final = 1024
 DEFAULT_EXPIRY_INTERVAL: Final = 1.0
+DEFAULT_DEPTH_MAX_LAG: Final = 0.1
 
 _GTD: Final = TimeInForce.GTD
 _T = TypeVar("_T", bound=msgspec.Struct)
@@ -120,15 +121,17 @@ class _State(enum.Enum):
 class _Entry:
     """One command (or read barrier) waiting in the outbox for journal seq `jseq` to be durable."""
 
-    __slots__ = ("depth", "events", "jseq", "published", "seq", "snapshot")
+    __slots__ = ("depth", "events", "jseq", "published", "seq", "snapshot", "touched", "ts")
 
-    def __init__(self, jseq: int, seq: int, events: list[Event], depth: list[DepthUpdate],
-                 snapshot: tuple[EngineSnapshot, str] | None, published: asyncio.Future[None]) -> None:
+    def __init__(self, jseq: int, seq: int, ts: int, events: list[Event], touched: list[str],
+                 published: asyncio.Future[None]) -> None:
         self.jseq = jseq
-        self.seq = seq
+        self.seq = seq  # the venue's event seq right after this command
+        self.ts = ts
         self.events = events
-        self.depth = depth
-        self.snapshot = snapshot
+        self.touched = touched  # the books this command changed
+        self.depth: list[DepthUpdate] = []  # those books right after it, when captured (see _capture_depth)
+        self.snapshot: tuple[EngineSnapshot, str] | None = None
         self.published = published
 
 
@@ -161,15 +164,17 @@ class VenueService:
 
     `instruments` are listed at start (journaled as AddInstrument) unless the journal already lists
     them. `clock` gives command time in ns (tests pass a fake one). `snapshot_every` commands an engine
-    snapshot is stored; `depth_levels` levels per side go into depth updates. `max_in_flight` bounds
-    the requests handled at once per RPC; `expiry_interval` (s) caps how long the GTD timer sleeps.
+    snapshot is stored; `depth_levels` levels per side go into depth updates, and under sustained load a
+    book's depth goes out at least every `depth_max_lag` seconds. `max_in_flight` bounds the requests
+    handled at once per RPC; `expiry_interval` (s) caps how long the GTD timer sleeps.
     The bus and the journal belong to the caller: `stop()` closes neither.
     """
 
     def __init__(self, bus: Bus, journal: Journal, instruments: Iterable[Instrument], *,
                  clock: Callable[[], int] = time.time_ns, snapshot_every: int = DEFAULT_SNAPSHOT_EVERY,
                  depth_levels: int = 10, max_in_flight: int = DEFAULT_MAX_IN_FLIGHT,
-                 expiry_interval: float = DEFAULT_EXPIRY_INTERVAL) -> None:
+                 expiry_interval: float = DEFAULT_EXPIRY_INTERVAL,
+                 depth_max_lag: float = DEFAULT_DEPTH_MAX_LAG) -> None:
         if snapshot_every < 1:
             raise ValueError(f"snapshot_every must be >= 1, got {snapshot_every}")
         if depth_levels < 1:
@@ -185,6 +190,7 @@ class VenueService:
         self.depth_levels = depth_levels
         self.max_in_flight = max_in_flight
         self.expiry_interval = expiry_interval
+        self.depth_max_lag = depth_max_lag
         self._clock = clock
         self._engine = MatchingEngine()
         self._state = _State.NEW
@@ -199,6 +205,10 @@ class VenueService:
         self._captured = 0  # journal seq of the last snapshot captured (saved once durable)
         self._gtd: list[tuple[int, int]] = []  # heap of (expire_ts, order_id) of possibly live GTD orders
         self._gtd_wake = asyncio.Event()
+        # Depth: per symbol, the newest command that changed its book and whose depth was not captured
+        # (the live book *is* the book right after it), and when its depth last went out or was captured.
+        self._dirty: dict[str, _Entry] = {}
+        self._depth_at: dict[str, float] = {}
         self._in_flight = 0
         self._idle = asyncio.Event()
         self._idle.set()
@@ -316,6 +326,9 @@ class VenueService:
         self._last_ts = ts
         command = msgspec.structs.replace(command, ts=ts)
         _check_journalable(command)
+        symbol = getattr(command, "symbol", None)
+        if symbol is not None:
+            self._capture_depth(symbol)
         engine = self._engine
         try:
             events = engine.apply(command)
@@ -324,10 +337,17 @@ class VenueService:
             raise self._unavailable() from exc
         self._jseq += 1
         jseq = self._jseq
-        depth = self._depth_after(command, events)
-        snapshot = None
+        touched: dict[str, None] = {}
+        if isinstance(command, AddInstrument):
+            touched[command.instrument.symbol] = None
+        for event in events:
+            if not isinstance(event, OrderRejected):
+                touched[event.symbol] = None
+        entry = _Entry(jseq, engine.seq, ts, events, list(touched), asyncio.get_running_loop().create_future())
+        for sym in touched:
+            self._dirty[sym] = entry
         if jseq - self._captured >= self.snapshot_every:
-            snapshot = (engine.snapshot(), hash_text(engine.state_hash()))
+            entry.snapshot = (engine.snapshot(), hash_text(engine.state_hash()))
             self._captured = jseq
         if isinstance(command, NewOrder) and command.tif is _GTD and command.expire_ts is not None:
             for event in events:
@@ -335,28 +355,30 @@ class VenueService:
                     heapq.heappush(self._gtd, (command.expire_ts, event.order_id))
                     self._gtd_wake.set()
                     break
-        entry = _Entry(jseq, engine.seq, events, depth, snapshot, asyncio.get_running_loop().create_future())
         self._outbox.append(entry)
         return command, entry
 
-    def _depth_after(self, command: Command, events: list[Event]) -> list[DepthUpdate]:
-        """The books `command` changed, as they are right after it (published once durable, conflated)."""
-        symbols: dict[str, None] = {}
-        if isinstance(command, AddInstrument):
-            symbols[command.instrument.symbol] = None
-        for event in events:
-            if not isinstance(event, OrderRejected):
-                symbols[event.symbol] = None
-        if not symbols:
-            return []
-        engine = self._engine
-        out: list[DepthUpdate] = []
-        for symbol in symbols:
-            book = engine.book(symbol)
-            bids, asks = book.depth(self.depth_levels)
-            out.append(DepthUpdate(symbol=symbol, seq=engine.seq, ts=command.ts, bids=bids, asks=asks,
-                                   last_price=book.last_price))
-        return out
+    def _depth_of(self, symbol: str, entry: _Entry) -> DepthUpdate:
+        """The live book of `symbol`, labelled as the state right after `entry` (its newest changer)."""
+        book = self._engine.book(symbol)
+        bids, asks = book.depth(self.depth_levels)
+        return DepthUpdate(symbol=symbol, seq=entry.seq, ts=entry.ts, bids=bids, asks=asks,
+                           last_price=book.last_price)
+
+    def _capture_depth(self, symbol: str) -> None:
+        """Called before a command that may change `symbol`'s book: keeps the book as its previous changer
+        left it, but only if no depth went out for `depth_max_lag` seconds — otherwise that state is
+        simply conflated away. This bounds the staleness of depth under sustained load while costing
+        one `depth()` per lag period, not per command."""
+        entry = self._dirty.get(symbol)
+        if entry is None:
+            return
+        now = time.monotonic()
+        if now - self._depth_at.get(symbol, 0.0) < self.depth_max_lag:
+            return
+        entry.depth.append(self._depth_of(symbol, entry))
+        self._depth_at[symbol] = now
+        del self._dirty[symbol]
 
     async def _execute(self, command: Command) -> VenueReply:
         """Runs one command: apply + enqueue (one synchronous stretch), await durability, then publication."""
@@ -390,7 +412,7 @@ class VenueService:
         published, so a reader never sees state that a crash could take back."""
         if not self._outbox and self._published >= self._jseq:
             return answer
-        entry = _Entry(self._jseq, self._engine.seq, [], [], None, asyncio.get_running_loop().create_future())
+        entry = _Entry(self._jseq, self._engine.seq, 0, [], [], asyncio.get_running_loop().create_future())
         self._outbox.append(entry)
         self._wake.set()
         await entry.published
@@ -420,6 +442,8 @@ class VenueService:
             except Exception as exc:
                 self._fail(exc)
             if self._state is _State.FAILED:
+                with contextlib.suppress(Exception):  # what became durable before the failure still goes out
+                    await self._drain_once()
                 self._abandon()
                 return
             if self._state is _State.STOPPING and not self._outbox and self._in_flight == 0:
@@ -435,6 +459,7 @@ class VenueService:
             return
         bus = self.bus
         depth: dict[str, DepthUpdate] = {}
+        touched: dict[str, None] = {}
         snapshots: list[tuple[int, EngineSnapshot, str]] = []
         try:
             for entry in batch:
@@ -444,11 +469,21 @@ class VenueService:
                         await bus.publish(subjects.TRADES_EXECUTED, trade_print(event))
                 for update in entry.depth:
                     depth[update.symbol] = update
+                for sym in entry.touched:
+                    touched[sym] = None
                 if entry.snapshot is not None:
                     snapshots.append((entry.jseq, *entry.snapshot))
                 self._published = entry.jseq
                 if not entry.published.done():
                     entry.published.set_result(None)
+            last = batch[-1].jseq
+            for sym in touched:
+                changer = self._dirty.get(sym)
+                if changer is not None and changer.jseq <= last:
+                    # nothing changed the book since a now-durable command: the live book is publishable
+                    depth[sym] = self._depth_of(sym, changer)
+                    del self._dirty[sym]
+                    self._depth_at[sym] = time.monotonic()
             for update in depth.values():
                 await bus.publish(subjects.market_depth(update.symbol), update)
         except Exception as exc:
