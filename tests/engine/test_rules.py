@@ -27,7 +27,6 @@ from tradesim.domain import (
     OrderStatus,
     OrderTriggered,
     OrderType,
-    RejectReason,
     Side,
     TimeInForce,
     Trade,

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import pytest
 
+from tests.engine.test_rules import BUY, SELL, X, cancel, make_engine, new, summary
 from tradesim.domain import ModifyOrder, OrderModified, OrderStatus, OrderType, RejectReason
 from tradesim.engine import MatchingEngine
-from tests.engine.test_rules import BUY, SELL, X, cancel, make_engine, new, summary
 
 
 def modify(cid: str, price: int | None = None, qty: int | None = None, *, account: str = "a",

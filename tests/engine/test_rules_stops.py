@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import pytest
 
+from tests.engine.test_rules import BUY, SELL, X, cancel, make_engine, new, summary
 from tradesim.domain import ExpireOrders, OrderExpired, OrderStatus, OrderType, TimeInForce
 from tradesim.engine import MatchingEngine
-from tests.engine.test_rules import BUY, SELL, X, cancel, make_engine, new, summary
 
 STOP = OrderType.STOP
 STOP_LIMIT = OrderType.STOP_LIMIT

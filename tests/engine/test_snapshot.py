@@ -6,6 +6,7 @@ import random
 
 import msgspec
 
+from tests.engine.test_rules import BUY, SELL, X, Y, make_engine, new
 from tradesim.domain import (
     STP,
     CancelOrder,
@@ -19,7 +20,6 @@ from tradesim.domain import (
     TimeInForce,
 )
 from tradesim.engine import EngineSnapshot, MatchingEngine
-from tests.engine.test_rules import BUY, SELL, X, Y, make_engine, new
 
 
 def _busy_engine() -> MatchingEngine:
