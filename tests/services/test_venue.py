@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import itertools
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -46,6 +47,7 @@ from tradesim.domain import (
     TimeInForce,
     Trade,
 )
+from tradesim.engine import MatchingEngine
 from tradesim.services.venue import (
     RPC_BOOK,
     RPC_CANCEL,
@@ -319,8 +321,6 @@ async def test_periodic_snapshots_restore_to_the_live_state(bus: Bus, journal: J
     snap = await journal.latest_snapshot()
     assert snap is not None and snap.seq == 15
     records = [r.command async for r in journal.read(1)]
-    from tradesim.engine import MatchingEngine
-
     replay = MatchingEngine()
     for command in records[:15]:
         replay.apply(command)
@@ -523,8 +523,6 @@ async def test_every_depth_update_is_the_durable_book_at_its_seq(bus: Bus, journ
 
     await depth.wait_for(caught_up)
     # replay the journal: the book of each symbol after every event seq
-    from tradesim.engine import MatchingEngine
-
     replay = MatchingEngine()
     books: dict[tuple[str, int], tuple[Any, Any]] = {}
     async for record in journal.read(1):
@@ -615,8 +613,6 @@ async def test_venue_over_nats(nats_url: str, tmp_path: Path) -> None:  # noqa: 
 
 # ---- docs ---------------------------------------------------------------------------------------
 def test_the_docs_example_runs(tmp_path: Path) -> None:
-    import re
-
     doc = (ROOT / "docs" / "venue.md").read_text()
     examples = [b for b in re.findall(r"```python\n(.*?)```", doc, re.S) if "asyncio.run(" in b]
     assert len(examples) == 1
