@@ -27,7 +27,7 @@ import msgspec
 import pytest
 
 from tests.support.nats_server import nats_server, nats_url  # noqa: F401  (fixtures)
-from tradesim.bus import Bus, Delivery, RemoteError, open_bus, subjects
+from tradesim.bus import Bus, Delivery, NoRespondersError, RemoteError, open_bus, subjects
 from tradesim.domain import (
     CancelOrder,
     CancelReason,
@@ -308,6 +308,24 @@ async def test_restart_recovers_the_same_state_and_continues_the_sequences(
     r = await call(bus, RPC_SUBMIT, buy("after", price=50))
     assert (r.events[0].seq, r.seq, r.journal_seq) == (seq + 1, seq + 1, jseq + 1)
     assert r.events[0].ts > 0
+
+
+async def test_stop_finishes_the_commands_in_flight_and_publishes_them(bus: Bus, journal: Journal,
+                                                                      start_venue: Start) -> None:
+    venue = await start_venue()
+    tape = await listen(bus, "orders.>")
+    calls = [asyncio.create_task(call(bus, RPC_SUBMIT, buy(f"f{i}", price=100 - i % 5))) for i in range(100)]
+    await tape.wait_for(lambda items: len(items) >= 1)  # the first group is out, the rest is in flight
+    await venue.stop()
+    replies = await asyncio.gather(*calls)
+    assert len(replies) == 100 and venue.engine.seq == 100
+    assert journal.last_seq == 102
+    snap = await journal.latest_snapshot()
+    assert snap is not None and snap.seq == 102
+    await tape.wait_for(lambda items: len(items) == 100)
+    assert [d.data.seq for d in tape.items] == list(range(1, 101))  # type: ignore[attr-defined]
+    with pytest.raises(NoRespondersError):  # the venue released its subjects
+        await bus.request(RPC_SUBMIT, buy("late"), timeout=1.0)
 
 
 async def test_periodic_snapshots_restore_to_the_live_state(bus: Bus, journal: Journal,
