@@ -14,6 +14,7 @@ from heapq import heappop, heappush
 from typing import Final
 
 import msgspec
+from msgspec.structs import replace as _replace
 
 from tradesim.domain import (
     STP,
@@ -41,7 +42,14 @@ from tradesim.domain import (
     transition,
 )
 from tradesim.engine.book import BookSide, OrderBook
-from tradesim.engine.order import Order
+from tradesim.engine.order import (
+    ACCEPTED_TO_CANCELED,
+    ACCEPTED_TO_FILLED,
+    ACCEPTED_TO_PARTIAL,
+    NEW_TO_ACCEPTED,
+    PARTIAL_TO_FILLED,
+    Order,
+)
 from tradesim.engine.snapshot import (
     BookState,
     EngineSnapshot,
@@ -225,16 +233,14 @@ class MatchingEngine:
         # Whether a limit price reaches the opposite best (see BookSide for the key trick).
         crosses = price is not None and len(okeys) > 0 and okeys[-1] >= opp.sign * price
         if cmd.post_only and crosses:
-            self._reject_new(
-                cmd, RejectReason.POST_ONLY, f"post-only order at {price} would take liquidity", events
-            )
+            self._reject_new(cmd, RejectReason.POST_ONLY, f"post-only order at {price} would take liquidity", events)
             return events
 
         # Accepted from here on.
         oid = self._order_id + 1
         self._order_id = oid
         order = Order(oid, cmd, is_buy, price, qty)
-        order.status = transition(order.status, _ACCEPTED)
+        order.status = NEW_TO_ACCEPTED
         display = cmd.display_qty
         if display is not None:
             order.display_qty = display
@@ -281,8 +287,18 @@ class MatchingEngine:
                 self._run_stops(book, ts, events)
             return events
 
+        # Taking order (as _execute, written out for the common case).
         trade_id = self._trade_id
-        self._execute(book, order, ts, events)
+        if tif is _FOK and not self._fok_fillable(book, order):
+            self._cancel_order(order, _R_FOK, book.symbol, ts, events)
+            return events
+        if self._match(book, order, ts, events) and order.leaves_qty:
+            if price is None:
+                self._cancel_order(order, _R_NO_LIQUIDITY, book.symbol, ts, events)
+            elif tif is _IOC or tif is _FOK:
+                self._cancel_order(order, _R_IOC if tif is _IOC else _R_FOK, book.symbol, ts, events)
+            else:
+                self._rest(book, order)
         if self._trade_id != trade_id and (book.buy_stops or book.sell_stops):
             self._run_stops(book, ts, events)
         return events
@@ -294,16 +310,43 @@ class MatchingEngine:
         expiry = self._expiry
         if expiry and expiry[0][0] <= ts:
             self._expire_due(ts, events)
-        order = self._open_order(cmd.account, cmd.client_order_id, cmd.symbol)
-        if order is None:
-            self._reject_unknown(cmd.account, cmd.client_order_id, cmd.symbol, ts, events)
+        account = cmd.account
+        coid = cmd.client_order_id
+        symbol = cmd.symbol
+        clients = self._clients.get(account)
+        order = clients.get(coid) if clients is not None else None
+        if order is None or not order.leaves_qty or order.command.symbol != symbol:
+            self._reject_unknown(account, coid, symbol, ts, events)
             return events
-        book = self._books[cmd.symbol]
+        book = self._books[symbol]
         if order.armed:
             book.remove_stop(order, order.command.stop_price)  # type: ignore[arg-type]
         else:
-            (book.bids if order.is_buy else book.asks).remove(order)
-        self._cancel_order(order, _R_USER, book.symbol, ts, events)
+            side = book.bids if order.is_buy else book.asks
+            price: int = order.price  # type: ignore[assignment]  # resting orders have a price
+            level = side.levels[price]
+            del level[order.order_id]
+            if not level:
+                side.drop_level(price)
+        canceled = order.leaves_qty
+        order.leaves_qty = 0
+        order.visible_qty = 0
+        status = order.status
+        order.status = ACCEPTED_TO_CANCELED if status is _ACCEPTED else transition(status, _CANCELED)
+        seq = self._seq + 1
+        self._seq = seq
+        events.append(
+            OrderCanceled(
+                seq=seq,
+                ts=ts,
+                order_id=order.order_id,
+                account=account,
+                client_order_id=coid,
+                symbol=symbol,
+                reason=_R_USER,
+                canceled_qty=canceled,
+            )
+        )
         return events
 
     def modify(self, cmd: ModifyOrder) -> list[Event]:
@@ -346,14 +389,10 @@ class MatchingEngine:
             return events
         if new_price is not None:
             if new_price <= 0:
-                self._reject_modify(
-                    order, RejectReason.BAD_PRICE, f"price {new_price} must be positive", ts, events
-                )
+                self._reject_modify(order, RejectReason.BAD_PRICE, f"price {new_price} must be positive", ts, events)
                 return events
             if order.price is None:
-                self._reject_modify(
-                    order, RejectReason.MALFORMED, "a stop-market order has no limit price", ts, events
-                )
+                self._reject_modify(order, RejectReason.MALFORMED, "a stop-market order has no limit price", ts, events)
                 return events
         old_price = order.price
         price = new_price if new_price is not None else old_price
@@ -361,9 +400,7 @@ class MatchingEngine:
         leaves = qty - order.filled_qty
         is_buy = order.is_buy
         opp = book.asks if is_buy else book.bids
-        crosses = (
-            not order.armed and price is not None and len(opp.keys) > 0 and opp.keys[-1] >= opp.sign * price
-        )
+        crosses = not order.armed and price is not None and len(opp.keys) > 0 and opp.keys[-1] >= opp.sign * price
         if crosses and order.command.post_only:
             self._reject_modify(
                 order, RejectReason.POST_ONLY, f"post-only order at {price} would take liquidity", ts, events
@@ -565,7 +602,8 @@ class MatchingEngine:
         bound = sign * limit if limit is not None else 0
         unbounded = limit is None
         tcmd = taker.command
-        aggressor = tcmd.side
+        # Made on the first trade: the book's template with this taker and ts filled in.
+        template: Trade | None = None
         stp = tcmd.stp
         stp_on = stp is not _STP_NONE
         taker_account = taker.account
@@ -604,31 +642,43 @@ class MatchingEngine:
                 taker_leaves = taker.leaves_qty - qty
                 taker.leaves_qty = taker_leaves
                 taker.filled_qty += qty
+                status = maker.status
                 if maker_leaves == 0:
-                    maker.status = transition(maker.status, _FILLED)
-                elif maker.status is not _PARTIALLY_FILLED:
-                    maker.status = transition(maker.status, _PARTIALLY_FILLED)
+                    if status is _ACCEPTED:
+                        maker.status = ACCEPTED_TO_FILLED
+                    elif status is _PARTIALLY_FILLED:
+                        maker.status = PARTIAL_TO_FILLED
+                    else:
+                        maker.status = transition(status, _FILLED)
+                elif status is _ACCEPTED:
+                    maker.status = ACCEPTED_TO_PARTIAL
+                elif status is not _PARTIALLY_FILLED:
+                    maker.status = transition(status, _PARTIALLY_FILLED)
                 trade_id = self._trade_id + 1
                 self._trade_id = trade_id
                 seq = self._seq + 1
                 self._seq = seq
-                events.append(
-                    Trade(
-                        seq=seq,
+                if template is None:
+                    template = _replace(
+                        book.trade_by_buyer if is_buy else book.trade_by_seller,
                         ts=ts,
+                        taker_order_id=taker_id,
+                        taker_account=taker_account,
+                        taker_client_order_id=taker_coid,
+                    )
+                # At most 14 keywords: CPython calls with more through a dict (see OrderBook).
+                events.append(
+                    _replace(
+                        template,
+                        seq=seq,
                         trade_id=trade_id,
-                        symbol=symbol,
                         price=price,
                         qty=qty,
-                        aggressor=aggressor,
                         maker_order_id=maker.order_id,
                         maker_account=maker.account,
                         maker_client_order_id=maker.client_order_id,
                         maker_cum_qty=maker.filled_qty,
                         maker_leaves_qty=maker_leaves,
-                        taker_order_id=taker_id,
-                        taker_account=taker_account,
-                        taker_client_order_id=taker_coid,
                         taker_cum_qty=taker.filled_qty,
                         taker_leaves_qty=taker_leaves,
                     )
@@ -654,7 +704,14 @@ class MatchingEngine:
             if stp_hit or not taker.leaves_qty:
                 break
         if taker.filled_qty != filled_before:
-            taker.status = transition(taker.status, _FILLED if not taker.leaves_qty else _PARTIALLY_FILLED)
+            status = taker.status
+            if status is _ACCEPTED:
+                taker.status = ACCEPTED_TO_FILLED if not taker.leaves_qty else ACCEPTED_TO_PARTIAL
+            elif taker.leaves_qty:
+                if status is not _PARTIALLY_FILLED:
+                    taker.status = transition(status, _PARTIALLY_FILLED)
+            else:
+                taker.status = transition(status, _FILLED)
         if stp_hit:
             self._cancel_order(taker, _R_STP, symbol, ts, events)
             return False
@@ -687,9 +744,7 @@ class MatchingEngine:
             if self._trade_id != trade_id:
                 queue.extend(book.pop_triggered())
 
-    def _cancel_order(
-        self, order: Order, reason: CancelReason, symbol: str, ts: int, events: list[Event]
-    ) -> None:
+    def _cancel_order(self, order: Order, reason: CancelReason, symbol: str, ts: int, events: list[Event]) -> None:
         """Closes an order already out of (or never in) the book and says so."""
         canceled = order.leaves_qty
         order.leaves_qty = 0
@@ -747,17 +802,11 @@ class MatchingEngine:
     def _reject_new(self, cmd: NewOrder, reason: RejectReason, message: str, events: list[Event]) -> None:
         self._reject(cmd.account, cmd.client_order_id, cmd.symbol, reason, message, cmd.ts, events, None)
 
-    def _reject_modify(
-        self, order: Order, reason: RejectReason, message: str, ts: int, events: list[Event]
-    ) -> None:
+    def _reject_modify(self, order: Order, reason: RejectReason, message: str, ts: int, events: list[Event]) -> None:
         cmd = order.command
-        self._reject(
-            cmd.account, cmd.client_order_id, cmd.symbol, reason, message, ts, events, order.order_id
-        )
+        self._reject(cmd.account, cmd.client_order_id, cmd.symbol, reason, message, ts, events, order.order_id)
 
-    def _reject_unknown(
-        self, account: str, client_order_id: str, symbol: str, ts: int, events: list[Event]
-    ) -> None:
+    def _reject_unknown(self, account: str, client_order_id: str, symbol: str, ts: int, events: list[Event]) -> None:
         self._reject(
             account,
             client_order_id,

@@ -9,9 +9,18 @@ from __future__ import annotations
 
 from typing import Final
 
-from tradesim.domain import STP, NewOrder, OrderStatus, OrderType, Side, TimeInForce
+from tradesim.domain import STP, NewOrder, OrderStatus, OrderType, Side, TimeInForce, transition
 
 _NEW: Final = OrderStatus.NEW
+
+# transition() is a pure function of (current, target). The steps nearly every order takes are
+# validated through it once, here, so that the hot path does not pay its Python-level enum hashing
+# on every order and fill; every other step calls transition() itself (and raises if invalid).
+NEW_TO_ACCEPTED: Final = transition(_NEW, OrderStatus.ACCEPTED)
+ACCEPTED_TO_FILLED: Final = transition(OrderStatus.ACCEPTED, OrderStatus.FILLED)
+ACCEPTED_TO_PARTIAL: Final = transition(OrderStatus.ACCEPTED, OrderStatus.PARTIALLY_FILLED)
+PARTIAL_TO_FILLED: Final = transition(OrderStatus.PARTIALLY_FILLED, OrderStatus.FILLED)
+ACCEPTED_TO_CANCELED: Final = transition(OrderStatus.ACCEPTED, OrderStatus.CANCELED)
 
 
 class Order:
