@@ -21,11 +21,14 @@ from tradesim.services.compliance import ComplianceConfig
 from tradesim.services.compliance.config import compliance_config_from_dict
 from tradesim.services.risk import RiskConfig
 from tradesim.services.risk.config import risk_config_from_dict
+from tradesim.services.risk.monitor_config import MonitorConfig
 
 DEFAULT_FILE = Path(__file__).with_name("default.toml")
 ENV_PREFIX = "TRADESIM_"
 
 T = TypeVar("T")
+
+SECTIONS = frozenset({"system", "instruments", "accounts", "risk", "compliance", "monitor", "api"})
 
 
 class ConfigError(ValueError):
@@ -68,6 +71,26 @@ class AccountConfig(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fi
     currency: str = "USD"
 
 
+class ApiSettings(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
+    """`[api]`: the HTTP API's auth and rate limit."""
+
+    # HS256 key for access tokens; "" = a random one generated once and kept in <data_dir>/jwt.secret.
+    jwt_secret: str = ""
+    token_ttl: int = 3600  # seconds an access token is valid
+    rate_limit: float = 50.0  # requests per second per user / API key (token bucket refill)
+    rate_burst: int = 100  # bucket size
+    login_rate_limit: float = 1.0  # token requests per second per client address
+    login_burst: int = 10
+
+    def __post_init__(self) -> None:
+        if self.token_ttl <= 0:
+            raise ValueError(f"token_ttl must be positive, got {self.token_ttl}")
+        if self.rate_limit <= 0 or self.login_rate_limit <= 0:
+            raise ValueError("rate_limit and login_rate_limit must be positive")
+        if self.rate_burst < 1 or self.login_burst < 1:
+            raise ValueError("rate_burst and login_burst must be at least 1")
+
+
 class SystemConfig(msgspec.Struct, frozen=True, kw_only=True):
     settings: Settings
     instruments: list[Instrument]
@@ -76,7 +99,9 @@ class SystemConfig(msgspec.Struct, frozen=True, kw_only=True):
     accounts: list[AccountConfig]
     risk: RiskConfig
     compliance: ComplianceConfig
+    monitor: MonitorConfig = MonitorConfig()
     source: str = ""
+    api: ApiSettings = ApiSettings()
 
     def instrument(self, symbol: str) -> Instrument:
         for instrument in self.instruments:
@@ -103,7 +128,9 @@ def load_config(path: str | Path | None = None, env: Mapping[str, str] | None = 
         accounts=_accounts(data.get("accounts", []), source),
         risk=_section(risk_config_from_dict, data.get("risk", {}), source, "risk"),
         compliance=_section(compliance_config_from_dict, data.get("compliance", {}), source, "compliance"),
+        monitor=_monitor(data.get("monitor", {}), source),
         source=source,
+        api=_convert(data.get("api", {}), ApiSettings, source, "api"),
     )
 
 
@@ -120,12 +147,13 @@ def _read(path: Path) -> dict[str, Any]:
 def _merge(default: dict[str, Any], given: dict[str, Any]) -> dict[str, Any]:
     """A given file replaces whole lists (instruments, accounts) and whole risk/compliance sections;
     `[system]` keys override one by one."""
-    unknown = set(given) - {"system", "instruments", "accounts", "risk", "compliance"}
+    unknown = set(given) - SECTIONS
     if unknown:
         raise ConfigError(f"unknown config section(s): {', '.join(sorted(unknown))} "
-                          "(known: system, instruments, accounts, risk, compliance)")
+                          f"(known: {', '.join(sorted(SECTIONS))})")
     merged = {**default, **given}
     merged["system"] = {**default.get("system", {}), **given.get("system", {})}
+    merged["api"] = {**default.get("api", {}), **given.get("api", {})}
     return merged
 
 
@@ -186,6 +214,13 @@ def _accounts(table: object, source: str) -> list[AccountConfig]:
             raise ConfigError(f"{source}: accounts: {account.id} listed twice")
         seen.add(account.id)
     return accounts
+
+
+def _monitor(table: object, source: str) -> MonitorConfig:
+    try:
+        return _convert(table, MonitorConfig, source, "monitor")
+    except ValueError as exc:  # __post_init__ checks
+        raise ConfigError(f"{source}: [monitor]: {exc}") from exc
 
 
 def _convert(value: object, tp: type[T], source: str, where: str) -> T:

@@ -1,0 +1,69 @@
+"""`tradesim run`: the whole system in one process — bus, journal, venue, OMS, accounts, risk monitor.
+
+SIGINT or SIGTERM stops it cleanly: no new orders, in-flight ones drained, a final snapshot; the next
+start continues where this one stopped.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import signal
+import sys
+
+from tradesim.cli import CliError
+
+
+def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    parser = sub.add_parser("run", help="run the trading system (embedded: every service in one process)",
+                            description=__doc__.splitlines()[0] if __doc__ else None)
+    parser.add_argument("--config", help="TOML configuration file (default: the built-in demo venue)")
+    parser.add_argument("--host", help="HTTP API host (default 127.0.0.1)")
+    parser.add_argument("--port", type=int, help="HTTP API port (default 8000)")
+    parser.add_argument("--data-dir", help="where the journal and state live (default ./data)")
+    parser.add_argument("--bus", help="memory:// (default) or nats://host:port")
+    parser.add_argument("--db", help="PostgreSQL URL for the journal (default: SQLite under the data dir)")
+    parser.set_defaults(handler=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    from tradesim.services.config import ConfigError, load_config
+
+    try:
+        config = load_config(args.config).with_settings(
+            host=args.host, port=args.port, data_dir=args.data_dir, bus=args.bus, db=args.db)
+    except ConfigError as exc:
+        raise CliError(str(exc)) from exc
+    return asyncio.run(_serve(config))
+
+
+async def _serve(config: object) -> int:
+    from tradesim.bus import BusError
+    from tradesim.services.config import SystemConfig
+    from tradesim.services.system import System
+    from tradesim.store import JournalError
+
+    assert isinstance(config, SystemConfig)
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(signum, stop.set)
+
+    def say(message: str) -> None:
+        print(f"tradesim: {message}", file=sys.stderr, flush=True)
+
+    system = System(config, progress=say)
+    settings = config.settings
+    try:
+        await system.start()
+    except (BusError, JournalError, OSError) as exc:
+        await system.stop()
+        raise CliError(f"cannot start: {exc}") from exc
+    say(f"running (bus {settings.bus}, journal {settings.journal_target}); Ctrl-C stops")
+    try:
+        await stop.wait()
+    finally:
+        say("stopping: draining in-flight orders and writing a snapshot")
+        await system.stop()
+        say("stopped")
+    return 0
