@@ -1,0 +1,1 @@
+"""Market data: a reference price process, ticks built from the real book, and recorded bars."""
