@@ -1,0 +1,54 @@
+"""`create_app`: the Litestar application over a bus and a configuration (REST under /api/v1, OpenAPI at /schema).
+
+The app holds no trading state: every request is an RPC to the services, so any number of API processes
+can run against one bus. `tradesim run` serves it with uvicorn in the services' event loop.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+
+from litestar import Litestar, Router
+from litestar.openapi import OpenAPIConfig
+from litestar.openapi.spec import Components, SecurityScheme
+
+from tradesim.api.auth import Authenticator, jwt_secret
+from tradesim.api.context import Context
+from tradesim.api.errors import EXCEPTION_HANDLERS
+from tradesim.api.ratelimit import RateLimiter
+from tradesim.api.routes import accounts, auth, market, ops, orders
+from tradesim.api.rpc import Services
+from tradesim.bus import Bus
+from tradesim.services.config import SystemConfig
+from tradesim.store.users import UserStore
+
+API_PREFIX = "/api/v1"
+DEFAULT_RPC_TIMEOUT = 5.0
+
+
+def create_app(bus: Bus, config: SystemConfig, users: UserStore, *, secret: str | None = None,
+               rpc_timeout: float = DEFAULT_RPC_TIMEOUT, clock: Callable[[], float] = time.time,
+               monotonic: Callable[[], float] = time.monotonic, debug: bool = False) -> Litestar:
+    """The API app. `secret` overrides `jwt_secret(config)` (the `[api]` key or `<data_dir>/jwt.secret`);
+    `clock` (epoch seconds) stamps and checks tokens and `monotonic` drives the rate limits (tests fake both).
+    The bus and the user store belong to the caller."""
+    api = config.api
+    authenticator = Authenticator(secret if secret is not None else jwt_secret(config), api.token_ttl,
+                                  RateLimiter(api.rate_limit, api.rate_burst, clock=monotonic), clock=clock)
+    ctx = Context(Services(bus, rpc_timeout), config, users, authenticator,
+                  RateLimiter(api.login_rate_limit, api.login_burst, clock=monotonic))
+    v1 = Router(path=API_PREFIX, route_handlers=[*auth.ROUTES, *orders.ROUTES, *market.ROUTES, *accounts.ROUTES])
+    return Litestar(
+        route_handlers=[v1, *ops.ROUTES],
+        exception_handlers=EXCEPTION_HANDLERS,
+        state={"ctx": ctx, "auth": authenticator},  # type: ignore[arg-type]
+        openapi_config=OpenAPIConfig(
+            title="tradesim", version="1", description="A simulated exchange and the trading stack around it.",
+            path="/schema",
+            components=Components(security_schemes={"bearer": SecurityScheme(
+                type="http", scheme="bearer", bearer_format="JWT")}),
+            security=[{"bearer": []}],
+        ),
+        debug=debug,
+    )

@@ -1,0 +1,163 @@
+"""Who is calling: HS256 access tokens (issue, verify), the secret behind them, roles and what they may do.
+
+A token carries the user's name, role and account, so a request needs no database lookup; changing a
+user's role takes effect when their current token expires (`[api] token_ttl`). Roles:
+
+- admin: everything, on every account;
+- trader: reads and trades its own account only (another account's orders are 404, as if absent);
+- viewer: reads its own account only, never writes (403);
+- compliance: reads every account, approves or rejects HELD orders, never trades.
+"""
+
+from __future__ import annotations
+
+import os
+import secrets
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any, Final
+
+import jwt
+import msgspec
+from litestar import Request
+from litestar.di import NamedDependency
+
+from tradesim.api.errors import ApiError
+from tradesim.api.ratelimit import RateLimiter, retry_after
+from tradesim.services.config import SystemConfig
+from tradesim.store.users import Role, User
+
+SECRET_FILE: Final = "jwt.secret"
+ALGORITHM: Final = "HS256"
+ISSUER: Final = "tradesim"
+
+
+class Principal(msgspec.Struct, frozen=True, kw_only=True):
+    """The authenticated caller of one request."""
+
+    username: str
+    role: Role
+    account: str
+    key_id: str = ""  # the API key the token was exchanged for, if any
+
+    @property
+    def reads_all(self) -> bool:
+        return self.role in (Role.ADMIN, Role.COMPLIANCE)
+
+    @property
+    def bucket(self) -> str:
+        return f"key:{self.key_id}" if self.key_id else f"user:{self.username}"
+
+    def scope(self) -> str | None:
+        """The account this caller's reads are limited to; None = every account."""
+        return None if self.reads_all else self.account
+
+    def require_trade(self) -> None:
+        if self.role not in (Role.ADMIN, Role.TRADER):
+            raise ApiError(403, "forbidden", f"role {self.role.value} may not place, change or cancel orders")
+
+    def require_decide(self) -> None:
+        if self.role not in (Role.ADMIN, Role.COMPLIANCE):
+            raise ApiError(403, "forbidden", f"role {self.role.value} may not approve or reject held orders")
+
+    def account_for(self, requested: str | None) -> str:
+        """The account a read or write acts on: the caller's own unless an admin (or, for reads, compliance)
+        names another."""
+        if requested is None or requested == self.account:
+            return self.account
+        if self.reads_all:
+            return requested
+        raise ApiError(403, "forbidden", f"role {self.role.value} acts on its own account {self.account} only")
+
+
+def jwt_secret(config: SystemConfig) -> str:
+    """`[api] jwt_secret`, else the one in `<data_dir>/jwt.secret`, created (mode 0600) on first use."""
+    if config.api.jwt_secret:
+        return config.api.jwt_secret
+    path = Path(config.settings.data_dir) / SECRET_FILE
+    try:
+        return path.read_text().strip()
+    except FileNotFoundError:
+        pass
+    path.parent.mkdir(parents=True, exist_ok=True)
+    secret = secrets.token_urlsafe(48)
+    try:
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    except FileExistsError:  # another process won the race: use its secret
+        return path.read_text().strip()
+    with os.fdopen(fd, "w") as f:
+        f.write(secret + "\n")
+    return secret
+
+
+def issue_token(secret: str, user: User, ttl: int, *, now: float | None = None, key_id: str = "") -> str:
+    issued = int(time.time() if now is None else now)
+    claims: dict[str, Any] = {"sub": user.username, "role": user.role.value, "account": user.account,
+                              "iat": issued, "exp": issued + ttl, "iss": ISSUER}
+    if key_id:
+        claims["kid"] = key_id
+    return jwt.encode(claims, secret, algorithm=ALGORITHM)
+
+
+def verify_token(secret: str, token: str, *, now: float | None = None) -> Principal:
+    """The token's principal; 401 `token_expired` or `invalid_token` otherwise."""
+    options: dict[str, Any] = {"require": ["sub", "role", "account", "exp", "iat"]}
+    try:
+        if now is not None:
+            claims = jwt.decode(token, secret, algorithms=[ALGORITHM], issuer=ISSUER, options={
+                **options, "verify_exp": False})
+            if claims["exp"] <= now:
+                raise jwt.ExpiredSignatureError("expired")
+        else:
+            claims = jwt.decode(token, secret, algorithms=[ALGORITHM], issuer=ISSUER, options=options)
+        return Principal(username=str(claims["sub"]), role=Role(claims["role"]), account=str(claims["account"]),
+                         key_id=str(claims.get("kid", "")))
+    except jwt.ExpiredSignatureError:
+        raise _unauthorized("token_expired", "the access token has expired; get a new one from "
+                                             "POST /api/v1/auth/token") from None
+    except (jwt.InvalidTokenError, ValueError, KeyError):
+        raise _unauthorized("invalid_token", "the access token is not valid") from None
+
+
+def _unauthorized(code: str, message: str) -> ApiError:
+    return ApiError(401, code, message, headers={"WWW-Authenticate": f'Bearer error="{code}"'})
+
+
+class Authenticator:
+    """Resolves `Authorization: Bearer …` to a Principal and spends one token of its rate-limit bucket."""
+
+    def __init__(self, secret: str, ttl: int, limiter: RateLimiter, *,
+                 clock: Callable[[], float] = time.time) -> None:
+        self.secret = secret
+        self.ttl = ttl
+        self.limiter = limiter
+        self.clock = clock
+
+    def issue(self, user: User, key_id: str = "") -> str:
+        return issue_token(self.secret, user, self.ttl, now=self.clock(), key_id=key_id)
+
+    def authenticate(self, header: str | None) -> Principal:
+        if not header:
+            raise _unauthorized("missing_token", "send Authorization: Bearer <token> "
+                                                 "(get one from POST /api/v1/auth/token)")
+        scheme, _, token = header.partition(" ")
+        if scheme.lower() != "bearer" or not token.strip():
+            raise _unauthorized("invalid_token", "the Authorization header must be 'Bearer <token>'")
+        principal = verify_token(self.secret, token.strip(), now=self.clock())
+        wait = self.limiter.take(principal.bucket)
+        if wait > 0:
+            raise ApiError(429, "rate_limited", f"rate limit of {self.limiter.rate:g} requests/s "
+                                                f"(burst {self.limiter.burst}) exceeded; retry in {wait:.2f} s",
+                           headers={"Retry-After": retry_after(wait)})
+        return principal
+
+
+async def provide_principal(request: Request[Any, Any, Any]) -> Principal:
+    """Litestar dependency: the caller of this request (401/429 raised here)."""
+    auth: Authenticator = request.app.state["auth"]
+    return auth.authenticate(request.headers.get("authorization"))
+
+
+Caller = NamedDependency[Principal]
+"""A handler parameter `principal: Caller` gets the authenticated caller (with `provide_principal`)."""
