@@ -203,17 +203,26 @@ class Journal(abc.ABC):
             self._writer = self._loop.create_task(self._write_loop(), name="journal-writer")
         self._wakeup.set()
 
-    async def append(self, command: Command, *, ts: int | None = None) -> JournalRecord:
+    @staticmethod
+    def encode(command: Command) -> bytes:
+        """The bytes `append` would store for `command`, or InvalidCommandError — for a caller (the venue)
+        that must know a command is journalable *before* acting on it, and passes the bytes to `append`."""
+        return _encode(command)
+
+    async def append(self, command: Command, *, ts: int | None = None, payload: bytes | None = None
+                     ) -> JournalRecord:
         """Journals `command` and returns its record once it is durable (InvalidCommandError if ill-typed).
 
-        `ts` is the journal time in ns (default: wall clock now). The seq is assigned by the writer in
-        append order. If the caller is cancelled while waiting, the command may still be journaled.
+        `ts` is the journal time in ns (default: wall clock now); `payload`, if given, is
+        `Journal.encode(command)`, already checked. The seq is assigned by the writer in append order.
+        If the caller is cancelled while waiting, the command may still be journaled.
         """
         if not self._accepting:
             self._check_open()
         # the hot path, inlined: one future and one queue entry per command
         future: asyncio.Future[JournalRecord] = self._loop.create_future()
-        self._queue.append(_Pending(command, _encode(command), _time_ns() if ts is None else ts, future))
+        self._queue.append(_Pending(command, _encode(command) if payload is None else payload,
+                                    _time_ns() if ts is None else ts, future))
         if self._writer is None:
             self._start_writer()
         else:

@@ -54,8 +54,7 @@ from tradesim.services.venue.messages import (
     TradePrint,
     VenueReply,
 )
-from tradesim.store import Journal
-from tradesim.store.chain import decode_command, encode_command
+from tradesim.store import InvalidCommandError, Journal
 from tradesim.store.recovery import DEFAULT_SNAPSHOT_EVERY, Snapshotter, hash_text, recover
 
 log = logging.getLogger("tradesim.venue")
@@ -142,14 +141,6 @@ def _discard(fut: asyncio.Future[None]) -> None:
             fut.exception()
     else:
         fut.cancel()
-
-
-def _check_journalable(command: Command) -> None:
-    """Refuses a command the journal would refuse, *before* the engine sees it (no half-applied command)."""
-    try:
-        decode_command(encode_command(command))
-    except (TypeError, msgspec.EncodeError, msgspec.DecodeError, msgspec.ValidationError) as exc:
-        raise BadVenueRequestError(f"malformed {type(command).__name__}: {exc}") from exc
 
 
 def trade_print(trade: Trade) -> TradePrint:
@@ -316,7 +307,7 @@ class VenueService:
         return VenueUnavailableError(f"venue is {self._state.value}, not serving")
 
     # ---- the command path -------------------------------------------------------------------------
-    def _admit(self, command: Command) -> tuple[Command, _Entry]:
+    def _admit(self, command: Command) -> tuple[Command, bytes, _Entry]:
         """Stamps, applies and queues `command` in the outbox; synchronous, so no other command interleaves."""
         if self._state is not _State.SERVING:
             raise self._unavailable()
@@ -325,7 +316,10 @@ class VenueService:
             ts = self._last_ts
         self._last_ts = ts
         command = msgspec.structs.replace(command, ts=ts)
-        _check_journalable(command)
+        try:  # refused before the engine sees it: no half-applied command
+            payload = self.journal.encode(command)
+        except InvalidCommandError as exc:
+            raise BadVenueRequestError(f"malformed {type(command).__name__}: {exc}") from exc
         symbol = getattr(command, "symbol", None)
         if symbol is not None:
             self._capture_depth(symbol)
@@ -356,7 +350,7 @@ class VenueService:
                     self._gtd_wake.set()
                     break
         self._outbox.append(entry)
-        return command, entry
+        return command, payload, entry
 
     def _depth_of(self, symbol: str, entry: _Entry) -> DepthUpdate:
         """The live book of `symbol`, labelled as the state right after `entry` (its newest changer)."""
@@ -384,10 +378,10 @@ class VenueService:
         """Runs one command: apply + enqueue (one synchronous stretch), await durability, then publication."""
         self._enter()
         try:
-            command, entry = self._admit(command)
+            command, payload, entry = self._admit(command)
             try:
                 # No await between _admit and here: journal.append queues the command before it suspends.
-                record = await self.journal.append(command, ts=command.ts)
+                record = await self.journal.append(command, ts=command.ts, payload=payload)
             except asyncio.CancelledError:
                 self._wake.set()  # it may still be journaled: the drainer publishes it if so
                 raise
