@@ -22,6 +22,15 @@ UNKNOWN_HOLD: Final = "unknown_hold"
 HOLD_ALREADY_DECIDED: Final = "hold_already_decided"
 VENUE_UNAVAILABLE: Final = "venue_unavailable"
 INTERNAL: Final = "internal"
+# algo parents (docs/algos.md)
+UNKNOWN_ALGO: Final = "unknown_algo"
+BAD_PARAMS: Final = "bad_params"
+UNKNOWN_PARENT: Final = "unknown_parent"
+PARENT_MISMATCH: Final = "parent_mismatch"
+PARENT_NOT_RUNNING: Final = "parent_not_running"
+PARENT_OVERFILL: Final = "parent_overfill"
+ALGO_CLOSED: Final = "algo_closed"
+NOT_OWNER: Final = "not_owner"
 
 
 class OmsRequestError(ValueError):

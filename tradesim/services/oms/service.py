@@ -36,6 +36,7 @@ from tradesim.domain import (
 from tradesim.services.alerts import AlertKind, RiskAlert, Severity
 from tradesim.services.compliance import ComplianceConfig
 from tradesim.services.oms import errors as E
+from tradesim.services.oms.algo_desk import AlgoDesk
 from tradesim.services.oms.errors import OmsRequestError
 from tradesim.services.oms.manager import AccountConfig, OrderManager, Outcome
 from tradesim.services.oms.messages import (
@@ -51,6 +52,7 @@ from tradesim.services.oms.messages import (
     OrdersReply,
     QuickOrder,
 )
+from tradesim.services.oms.parents import ParentStore
 from tradesim.services.oms.records import Key, OrderRecord
 from tradesim.services.oms.store import MemoryOrderStore, OrderStore
 from tradesim.services.risk import RiskConfig
@@ -87,6 +89,7 @@ class OmsService:
         reference_prices: Mapping[str, int] | None = None,
         concurrency: int = 16,
         venue: str = "venue",
+        parent_store: ParentStore | None = None,
     ) -> None:
         if request_timeout <= 0 or stuck_after <= 0 or concurrency < 1:
             raise ValueError("request_timeout and stuck_after must be positive, concurrency at least 1")
@@ -104,6 +107,7 @@ class OmsService:
         self._inflight: dict[Key, asyncio.Future[OrderReply]] = {}
         self._seq_waiters: list[tuple[int, asyncio.Future[None]]] = []
         self._watchdog: asyncio.Task[None] | None = None
+        self.algos = AlgoDesk(self, parent_store)  # algo parents: docs/algos.md
 
     # ---- lifecycle --------------------------------------------------------------------------------
 
@@ -121,6 +125,7 @@ class OmsService:
         for method, handler in methods.items():
             self._subs.append(await self.bus.serve(subjects.rpc("oms", method), self._guard(handler),
                                                    concurrency=self.concurrency))
+        self._subs.extend(await self.algos.start())
         self._watchdog = asyncio.create_task(self._watch(), name="oms-watchdog")
 
     async def stop(self) -> None:
@@ -133,6 +138,7 @@ class OmsService:
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
         self._watchdog = None
+        await self.algos.stop()
         self._flush()
 
     async def feed(self, events: Iterable[Event]) -> None:
@@ -156,7 +162,10 @@ class OmsService:
         return serve
 
     async def _submit(self, req: msgspec.Struct) -> Reply:
-        return await self._new(_expect(req, OrderRequest), lambda r: self.manager.submit(r, self.clock()))
+        order = _expect(req, OrderRequest)
+        if order.parent_id:  # an algo child: the parent's over-fill guard first
+            return await self._new(order, lambda r: self.algos.decide_child(r, self.clock()))
+        return await self._new(order, lambda r: self.manager.submit(r, self.clock()))
 
     async def _buy(self, req: msgspec.Struct) -> Reply:
         return await self._new(_expect(req, QuickOrder), lambda r: self.manager.quick(r, Side.BUY, self.clock()))
@@ -258,6 +267,7 @@ class OmsService:
         due = self.manager.on_events(events)
         if not due:
             return
+        self.algos.book.on_events(due)
         self._flush()
         applied = self.manager.applied_seq
         still = []
@@ -287,6 +297,7 @@ class OmsService:
         records, state = self.manager.take_dirty()
         if records or state is not None:
             self.store.save(records, state)
+        self.algos.flush()
 
     # ---- stuck requests ---------------------------------------------------------------------------
 
