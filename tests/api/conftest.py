@@ -92,6 +92,13 @@ async def start_stack(tmp_path: Path, config: SystemConfig) -> AsyncIterator[Sta
         await bus.close()
 
 
+@pytest.fixture(autouse=True)
+def cheap_hashing(monkeypatch: pytest.MonkeyPatch) -> None:
+    """scrypt at n=2**10 here (the hash records its cost, so checks still work): users are made per test.
+    tests/store/test_users.py covers the real cost."""
+    monkeypatch.setattr("tradesim.store.users.SCRYPT_N", 2**10)
+
+
 @pytest.fixture
 async def stack(tmp_path: Path) -> AsyncIterator[Stack]:
     async for s in start_stack(tmp_path, make_config(tmp_path)):
