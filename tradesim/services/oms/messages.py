@@ -234,6 +234,7 @@ class AlgoView(msgspec.Struct, frozen=True, kw_only=True, tag="oms.algo", tag_fi
     market_turnover: int = 0
     owner: str = ""  # the worker holding the lease
     lease_until: int = 0  # ns, OMS clock
+    lot: int = 1  # the instrument's lot size: children must be multiples of it
     tracking_error: float | None = None  # twap, when finished: mean |filled - schedule| / qty
     slippage_bps: float | None = None  # when finished: (avg fill vs market VWAP) * side, + = worse
     correlation_id: str = ""

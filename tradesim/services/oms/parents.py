@@ -150,6 +150,7 @@ class ParentBook:
             end_ts=parent.end_ts, created_ts=parent.created_ts, updated_ts=parent.updated_ts,
             finished_ts=parent.finished_ts, reason=parent.reason, market_volume=parent.market_volume,
             market_turnover=parent.market_turnover, owner=parent.owner, lease_until=parent.lease_until,
+            lot=self.orders.instruments[parent.symbol].lot_size,
             tracking_error=parent.tracking_error, slippage_bps=parent.slippage_bps,
             correlation_id=parent.correlation_id,
         )
