@@ -78,3 +78,16 @@ def test_bad_config_names_what_is_wrong(tmp_path: Path, text: str, needle: str) 
 def test_missing_file_is_a_clear_error(tmp_path: Path) -> None:
     with pytest.raises(ConfigError, match="cannot read config"):
         load_config(tmp_path / "nope.toml", env={})
+
+
+def test_api_section_defaults_overrides_and_errors(tmp_path: Path) -> None:
+    assert (load_config().api.token_ttl, load_config().api.jwt_secret) == (3600, "")
+    path = tmp_path / "api.toml"
+    path.write_text('[api]\ntoken_ttl = 60\nrate_limit = 2.5\n')
+    api = load_config(path).api
+    assert (api.token_ttl, api.rate_limit, api.rate_burst) == (60, 2.5, 100)  # other keys keep their defaults
+    for text, needle in (('[api]\ntoken_tll = 60\n', "token_tll"), ('[api]\ntoken_ttl = 0\n', "token_ttl"),
+                         ('[api]\nrate_burst = "many"\n', "rate_burst")):
+        path.write_text(text)
+        with pytest.raises(ConfigError, match=needle):
+            load_config(path)
