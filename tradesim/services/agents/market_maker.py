@@ -108,6 +108,11 @@ class MarketMakerAgent:
     def inventory(self) -> int:
         return self.fills.inventory
 
+    @property
+    def busy(self) -> bool:
+        """A requote round is running (tests wait for it to settle)."""
+        return self._busy
+
     # ---- lifecycle ------------------------------------------------------------------------------
     async def start(self) -> None:
         self.executor.id_prefix = f"{self.account}-{self.seed}-{self.clock():x}-"

@@ -89,13 +89,16 @@ class NoiseTraderAgent:
         self._subs: list[Subscription] = []
         self._task: asyncio.Task[None] | None = None
 
-    async def start(self) -> None:
+    async def start(self, *, autorun: bool = True) -> None:
+        """Subscribes to the market and to fills; with `autorun` the Poisson loop runs on asyncio.sleep,
+        otherwise whoever drives the simulation calls `arrive()`."""
         self.id_prefix = f"{self.account}-{self.seed}-{self.clock():x}-"
         self._subs.append(await self.bus.subscribe(subjects.market_tick(self.symbol), self._tick_handler))
         self._subs.append(await self.bus.subscribe(subjects.market_depth(self.symbol), self._depth_handler))
         self._subs.append(await self.bus.subscribe(subjects.ORDERS_FILLED, self._fill_handler))
         self._subs.append(await self.bus.subscribe(subjects.ORDERS_CANCELLED, self._gone_handler))
-        self._task = asyncio.create_task(self._run(), name=f"noise-{self.account}")
+        if autorun:
+            self._task = asyncio.create_task(self._run(), name=f"noise-{self.account}")
 
     async def stop(self) -> None:
         if self._task is not None:
