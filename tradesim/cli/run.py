@@ -1,4 +1,5 @@
-"""`tradesim run`: the whole system in one process — bus, journal, venue, OMS, accounts, risk monitor.
+"""`tradesim run`: the whole system in one process — bus, journal, venue, OMS, accounts, risk monitor,
+and the HTTP API (REST, OpenAPI) served by uvicorn on the same event loop.
 
 SIGINT or SIGTERM stops it cleanly: no new orders, in-flight ones drained, a final snapshot; the next
 start continues where this one stopped.
@@ -38,10 +39,15 @@ def run(args: argparse.Namespace) -> int:
 
 
 async def _serve(config: object) -> int:
+    import uvicorn
+
+    from tradesim.api.app import create_app
+    from tradesim.api.server import EmbeddedServer
     from tradesim.bus import BusError
     from tradesim.services.config import SystemConfig
     from tradesim.services.system import System
     from tradesim.store import JournalError
+    from tradesim.store.users import open_users
 
     assert isinstance(config, SystemConfig)
     stop = asyncio.Event()
@@ -59,11 +65,24 @@ async def _serve(config: object) -> int:
     except (BusError, JournalError, OSError) as exc:
         await system.stop()
         raise CliError(f"cannot start: {exc}") from exc
-    say(f"running (bus {settings.bus}, journal {settings.journal_target}); Ctrl-C stops")
+    users = await open_users(settings.db or settings.data_dir)
+    app = create_app(system.bus, config, users)
+    server = EmbeddedServer(uvicorn.Config(app, host=settings.host, port=settings.port, log_level="warning"))
+    api = asyncio.create_task(server.serve(), name="api")
+    say(f"running (bus {settings.bus}, journal {settings.journal_target}); "
+        f"API on http://{settings.host}:{settings.port}/api/v1 (docs: /schema); Ctrl-C stops")
     try:
-        await stop.wait()
+        done, _ = await asyncio.wait([api, asyncio.create_task(stop.wait())], return_when=asyncio.FIRST_COMPLETED)
+        if api in done and api.exception() is not None:
+            raise CliError(f"the API stopped: {api.exception()}")
+        if api in done and not server.started:
+            raise CliError(f"the API could not listen on {settings.host}:{settings.port} (port in use?)")
     finally:
         say("stopping: draining in-flight orders and writing a snapshot")
+        server.should_exit = True
+        await asyncio.gather(api, return_exceptions=True)
         await system.stop()
+        await users.close()
         say("stopped")
     return 0
+
