@@ -384,7 +384,7 @@ class LobsterReplay:
     One command at a time, in file order (an execution must follow the order it hits). `speed=None`
     sends as fast as the venue answers; `speed=x` paces by the file's timestamps x times faster than
     real time, measured with the injected `clock` (ns) and waited with asyncio.sleep. `on_progress`
-    gets the stats every `progress_every` commands. `stop()` ends a run early.
+    gets the stats after every `progress_every` commands sent. `stop()` ends a run early.
     """
 
     def __init__(self, bus: Bus, path: str | Path, instrument: Instrument, *, speed: float | None = None,
@@ -419,9 +419,9 @@ class LobsterReplay:
         stats = self.stats
         started = self.clock()
         first_ts: int | None = None
-        for cmd in lobster_commands(self.path, self.instrument, account=self.account,
+        for sent, cmd in enumerate(lobster_commands(self.path, self.instrument, account=self.account,
                                     taker_account=self.taker_account, limit=self.limit, stats=stats,
-                                    orderbook=self.orderbook):
+                                    orderbook=self.orderbook), start=1):
             if self._stopping:
                 break
             if self.speed is not None:
@@ -434,7 +434,7 @@ class LobsterReplay:
             reply = await self.bus.request(subject, cmd, timeout=self.timeout)
             if isinstance(reply, VenueReply):
                 count_events(stats, cmd, reply.events, self.taker_account)
-            if self.on_progress is not None and stats.commands % self.progress_every == 0:
+            if self.on_progress is not None and sent % self.progress_every == 0:
                 self.on_progress(stats)
         stats.elapsed_s = (self.clock() - started) / NS_PER_S
         log.info("lobster replay of %s: %s", self.path, stats)
