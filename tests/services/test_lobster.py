@@ -3,6 +3,8 @@ memory bus, and bad or surprising input (malformed lines, ids that predate the f
 
 from __future__ import annotations
 
+import subprocess
+import sys
 import uuid
 from decimal import Decimal
 from pathlib import Path
@@ -124,3 +126,14 @@ async def test_prefix_through_the_venue_on_the_memory_bus(tmp_path: Path) -> Non
     assert stats.rejected == 0 and stats.mismatched == 0 and stats.trades > 0
     assert venue.engine.book("AMZN.SIM").depth(10) == engine.book("AMZN.SIM").depth(10)
     assert len(progress) == direct.commands // 500 and progress == sorted(progress)
+
+
+@needs_sample
+def test_docs_example_runs(tmp_path: Path) -> None:
+    doc = (Path(__file__).resolve().parents[2] / "docs" / "marketdata.md").read_text()
+    example = doc.split("```python\n")[2].split("```")[0]
+    script = tmp_path / "example.py"
+    script.write_text(example)
+    done = subprocess.run([sys.executable, str(script)], capture_output=True, text=True, timeout=60, check=False)
+    assert done.returncode == 0, done.stderr
+    assert "mismatched=0" in done.stdout and "progress" in done.stdout
