@@ -55,8 +55,8 @@ async def workers(system: System) -> AsyncIterator[list[AlgoWorker]]:
         await w.stop()
 
 
-async def worker(system: System, made: list[AlgoWorker], name: str, **kw: object) -> AlgoWorker:
-    w = AlgoWorker(system.bus, name, settings=FAST, **kw)  # type: ignore[arg-type]
+async def worker(system: System, made: list[AlgoWorker], name: str, settings: Settings = FAST) -> AlgoWorker:
+    w = AlgoWorker(system.bus, name, settings=settings)
     await w.start()
     made.append(w)
     return w
@@ -327,3 +327,19 @@ async def test_parents_survive_an_oms_restart(tmp_path: Path) -> None:
         assert fresh.parent_id != view.parent_id
     finally:
         await s.stop()
+
+
+async def test_a_window_without_liquidity_expires_and_refused_children_fail(system: System,
+                                                                            workers: list[AlgoWorker]) -> None:
+    await rest(system, Side.SELL, 100, price=PRICE + 500)  # offered above the parent's limit
+    await worker(system, workers, "w1", settings=msgspec.structs.replace(FAST, max_rejects=1))
+    view = await algo(system, "twap", 40, duration_ms=400, slices=2, limit_price=PRICE, grace_ms=100)
+    done = await until(system, view.parent_id, finished)
+    assert done.state is AlgoState.EXPIRED and done.filled_qty == 0 and done.open_qty == 0
+    assert "40 of 40 left" in done.reason
+    kids = (await get(system, view.parent_id, children=True)).children
+    assert kids and all(c.status is OrderStatus.CANCELED and c.tif is TimeInForce.IOC for c in kids)
+
+    big = await algo(system, "twap", 20_000, duration_ms=400, slices=1)  # a child above max_order_qty
+    failed = await until(system, big.parent_id, finished)
+    assert failed.state is AlgoState.FAILED and "max_order_qty" in failed.reason
