@@ -44,6 +44,15 @@ cash = "5"
     assert [i.symbol for i in config.instruments] == ["X.SIM"]
     assert config.reference_prices == {"X.SIM": 201}
     assert [(a.id, a.cash) for a in config.accounts] == [("zed", Decimal(5))]
+    # its own venue: the demo's agents and limits are not inherited
+    assert config.agents.symbols == [] and config.risk.limits_for("zed", config.instruments[0]).max_order_qty is None
+
+
+def test_a_file_without_instruments_tweaks_the_demo_venue(tmp_path: Path) -> None:
+    config = load_config(write(tmp_path, "[agents]\nseed = 7\n"), env={})
+    assert config.agents.seed == 7 and config.agents.symbols == []  # the section replaces the default one
+    assert [i.symbol for i in config.instruments][:1] == ["IF2501.CFFEX"]
+    assert load_config(env={}).agents.symbols  # the demo venue has agents
 
 
 def test_environment_overrides_the_file_and_flags_override_both(tmp_path: Path) -> None:
@@ -68,6 +77,8 @@ def test_environment_overrides_the_file_and_flags_override_both(tmp_path: Path) 
         ("[risk.defaults]\nmax_order_qtty = 5\n", "max_order_qtty"),
         ('[compliance.accounts]\nbob = ["nope"]\n', "nope"),
         ("this is not toml", "not valid TOML"),
+        ('[[agents.symbols]]\nsymbol = "NOPE.SIM"\n', "NOPE.SIM is not a listed instrument"),
+        ("[marketdata]\ninterval = 'fast'\n", "interval"),
     ],
 )
 def test_bad_config_names_what_is_wrong(tmp_path: Path, text: str, needle: str) -> None:

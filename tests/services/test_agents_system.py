@@ -4,13 +4,13 @@ skews after one-sided flow, and replays identically from the same seed and the s
 from __future__ import annotations
 
 import asyncio
-import uuid
 from collections.abc import AsyncIterator
 from pathlib import Path
 
 import msgspec
 import pytest
 
+from tests.support.config import quiet_config
 from tradesim.bus import Delivery, subjects
 from tradesim.services.accounts.messages import AccountReply, GetAccount
 from tradesim.services.agents import (
@@ -24,7 +24,7 @@ from tradesim.services.agents import (
     SymbolAgents,
     agent_accounts,
 )
-from tradesim.services.config import AccountConfig, load_config
+from tradesim.services.config import AccountConfig
 from tradesim.services.marketdata.messages import Tick
 from tradesim.services.system import System
 from tradesim.services.venue.messages import BookReply, BookRequest, TradePrint
@@ -96,12 +96,12 @@ AGENTS = AgentsConfig(symbols=[SymbolAgents(symbol=SYMBOL, market_makers=1, nois
 
 
 async def start_system(tmp_path: Path) -> Harness:
-    base = load_config(env={}).with_settings(data_dir=str(tmp_path), bus=f"memory://{uuid.uuid4().hex}")
+    base = quiet_config(tmp_path)
     extra = [AccountConfig(id=a, cash=cash, kind=kind, currency=ccy)
              for a, (cash, kind, ccy) in agent_accounts(AGENTS, base.instruments).items()]
     config = msgspec.structs.replace(base, accounts=[*base.accounts, *extra])
     clock = Clock()
-    system = System(config, clock=clock)
+    system = System(config, clock=clock, algo_workers=0)
     await system.start()
     h = Harness(system, clock)
     await system.bus.subscribe(subjects.TRADES_EXECUTED, h.on_print)

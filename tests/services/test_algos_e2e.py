@@ -13,9 +13,9 @@ from pathlib import Path
 import msgspec
 import pytest
 
+from tests.support.config import quiet_config
 from tradesim.domain import OrderStatus, OrderType, Side, TimeInForce
 from tradesim.services.algos import AlgoWorker, Settings, pov_target, u_profile, vwap_schedule
-from tradesim.services.config import load_config
 from tradesim.services.oms.messages import (
     AlgoControl,
     AlgoGetRequest,
@@ -40,8 +40,8 @@ FAST = Settings(ack_wait=0.5, lease=0.4, poll=0.02, request_timeout=2.0)
 
 @pytest.fixture
 async def system(tmp_path: Path) -> AsyncIterator[System]:
-    config = load_config(env={}).with_settings(data_dir=str(tmp_path), bus=f"memory://{uuid.uuid4().hex}")
-    s = System(config)
+    config = quiet_config(tmp_path)
+    s = System(config, algo_workers=0)
     await s.start()
     yield s
     await s.stop()
@@ -306,15 +306,15 @@ async def test_unknown_names_and_idempotent_client_ids(system: System) -> None:
 
 
 async def test_parents_survive_an_oms_restart(tmp_path: Path) -> None:
-    config = load_config(env={}).with_settings(data_dir=str(tmp_path), bus=f"memory://{uuid.uuid4().hex}")
-    s = System(config)
+    config = quiet_config(tmp_path)
+    s = System(config, algo_workers=0)
     await s.start()
     view = await algo(s, "iceberg", 50, display_qty=10, limit_price=PRICE - 100)
     child = OrderRequest(account="alice", symbol=SYMBOL, side=Side.BUY, qty=10, price=PRICE - 100,
                          client_order_id=f"{view.parent_id}-1", parent_id=view.parent_id)
     assert isinstance(await call(s, "submit", child), OrderReply)
     await s.stop()
-    s = System(config)
+    s = System(config, algo_workers=0)
     await s.start()
     try:
         after = await get(s, view.parent_id, children=True)

@@ -7,19 +7,17 @@ from __future__ import annotations
 import asyncio
 import random
 import sys
-import uuid
 
 import msgspec
 
+from tests.support.config import quiet_config
 from tradesim.domain import OrderStatus, Side
-from tradesim.services.config import load_config
 from tradesim.services.oms.messages import GetOrderRequest, OrderReply, OrderRequest
 from tradesim.services.system import System
 
 
 async def write(data_dir: str) -> None:
-    config = load_config(env={}).with_settings(data_dir=data_dir, bus=f"memory://{uuid.uuid4().hex}",
-                                               snapshot_every=25)
+    config = quiet_config(data_dir, snapshot_every=25)
     system = System(config)
     await system.start()
     rng = random.Random()
@@ -42,7 +40,7 @@ async def write(data_dir: str) -> None:
 
 async def check(data_dir: str) -> None:
     acked = [line.split() for line in sys.stdin.read().splitlines() if line.strip()]
-    config = load_config(env={}).with_settings(data_dir=data_dir, bus=f"memory://{uuid.uuid4().hex}")
+    config = quiet_config(data_dir)
     system = System(config)
     await system.start()
     missing = []

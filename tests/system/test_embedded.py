@@ -15,18 +15,19 @@ from pathlib import Path
 import msgspec
 import pytest
 
+from tests.support.config import quiet_config
 from tradesim.domain import OrderStatus, Side
 from tradesim.services.accounts.messages import AccountReply, GetAccount
-from tradesim.services.config import SystemConfig, load_config
+from tradesim.services.config import SystemConfig
 from tradesim.services.oms.messages import GetOrderRequest, OrderReply, OrderRequest
 from tradesim.services.system import System
 from tradesim.services.venue.messages import BookReply, BookRequest
 
-SUPPORT = Path(__file__).resolve().parent.parent / "support"
+ROOT = Path(__file__).resolve().parent.parent.parent
 
 
 def config_for(data_dir: Path) -> SystemConfig:
-    return load_config(env={}).with_settings(data_dir=str(data_dir), bus=f"memory://{uuid.uuid4().hex}")
+    return quiet_config(data_dir)
 
 
 @pytest.fixture
@@ -121,7 +122,7 @@ async def test_idempotent_retry_through_the_system(system: System) -> None:
 def test_sigkill_loses_nothing_acknowledged(tmp_path: Path) -> None:
     """A process trading through the OMS is killed at a random moment; every acknowledged order is
     there after the restart, with the state the venue's journal gives it."""
-    proc = subprocess.Popen([sys.executable, str(SUPPORT / "system_writer.py"), str(tmp_path)],
+    proc = subprocess.Popen([sys.executable, "-m", "tests.support.system_writer", str(tmp_path)], cwd=ROOT,
                             stdout=subprocess.PIPE, text=True, env={**os.environ, "PYTHONUNBUFFERED": "1"})
     assert proc.stdout is not None
     acked: list[tuple[str, str, str]] = []
@@ -133,7 +134,7 @@ def test_sigkill_loses_nothing_acknowledged(tmp_path: Path) -> None:
     proc.wait()
     assert len(acked) >= 60
 
-    result = subprocess.run([sys.executable, str(SUPPORT / "system_writer.py"), str(tmp_path), "--check"],
+    result = subprocess.run([sys.executable, "-m", "tests.support.system_writer", str(tmp_path), "--check"], cwd=ROOT,
                             input="\n".join(" ".join(a) for a in acked), capture_output=True, text=True,
                             timeout=120)
     assert result.returncode == 0, result.stdout + result.stderr

@@ -17,8 +17,10 @@ from typing import Any, TypeVar
 import msgspec
 
 from tradesim.domain import Instrument, OffTickError
+from tradesim.services.agents.service import AgentsConfig
 from tradesim.services.compliance import ComplianceConfig
 from tradesim.services.compliance.config import compliance_config_from_dict
+from tradesim.services.marketdata.reference import GbmParams
 from tradesim.services.risk import RiskConfig
 from tradesim.services.risk.config import risk_config_from_dict
 from tradesim.services.risk.monitor_config import MonitorConfig
@@ -28,7 +30,8 @@ ENV_PREFIX = "TRADESIM_"
 
 T = TypeVar("T")
 
-SECTIONS = frozenset({"system", "instruments", "accounts", "risk", "compliance", "monitor", "api"})
+SECTIONS = frozenset({"system", "instruments", "accounts", "risk", "compliance", "monitor", "api",
+                      "marketdata", "agents"})
 
 
 class ConfigError(ValueError):
@@ -91,6 +94,16 @@ class ApiSettings(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fiel
             raise ValueError("rate_burst and login_burst must be at least 1")
 
 
+class MarketDataConfig(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
+    """`[marketdata]`: the tick interval, the reference price process, and what is recorded."""
+
+    interval: float = 0.1  # seconds between ticks
+    seed: int = 0
+    gbm: GbmParams = GbmParams()  # every symbol's reference price process...
+    symbols: dict[str, GbmParams] = {}  # ...unless it has its own
+    record_every: int = 10  # store one tick in N (bars are always stored)
+
+
 class SystemConfig(msgspec.Struct, frozen=True, kw_only=True):
     settings: Settings
     instruments: list[Instrument]
@@ -100,6 +113,8 @@ class SystemConfig(msgspec.Struct, frozen=True, kw_only=True):
     risk: RiskConfig
     compliance: ComplianceConfig
     monitor: MonitorConfig = MonitorConfig()
+    marketdata: MarketDataConfig = MarketDataConfig()
+    agents: AgentsConfig = AgentsConfig()
     source: str = ""
     api: ApiSettings = ApiSettings()
 
@@ -121,14 +136,22 @@ def load_config(path: str | Path | None = None, env: Mapping[str, str] | None = 
     data = default if path is None else _merge(default, _read(Path(path)))
     source = str(path) if path is not None else "built-in defaults"
     settings = _settings(data.get("system", {}), source, os.environ if env is None else env)
+    instruments = [_instrument(c, source) for c in _instrument_configs(data, source)]
+    agents = _checked(data.get("agents", {}), AgentsConfig, source, "agents")
+    listed = {i.symbol for i in instruments}
+    for entry in agents.symbols:
+        if entry.symbol not in listed:
+            raise ConfigError(f"{source}: agents: {entry.symbol} is not a listed instrument")
     return SystemConfig(
         settings=settings,
-        instruments=[_instrument(c, source) for c in _instrument_configs(data, source)],
+        instruments=instruments,
         reference_prices=_reference_prices(_instrument_configs(data, source), source),
         accounts=_accounts(data.get("accounts", []), source),
         risk=_section(risk_config_from_dict, data.get("risk", {}), source, "risk"),
         compliance=_section(compliance_config_from_dict, data.get("compliance", {}), source, "compliance"),
-        monitor=_monitor(data.get("monitor", {}), source),
+        monitor=_checked(data.get("monitor", {}), MonitorConfig, source, "monitor"),
+        marketdata=_checked(data.get("marketdata", {}), MarketDataConfig, source, "marketdata"),
+        agents=agents,
         source=source,
         api=_convert(data.get("api", {}), ApiSettings, source, "api"),
     )
@@ -145,15 +168,18 @@ def _read(path: Path) -> dict[str, Any]:
 
 
 def _merge(default: dict[str, Any], given: dict[str, Any]) -> dict[str, Any]:
-    """A given file replaces whole lists (instruments, accounts) and whole risk/compliance sections;
-    `[system]` keys override one by one."""
+    """`[system]` and `[api]` keys override the defaults one by one. A file that lists its own
+    `[[instruments]]` defines its own venue: nothing else is inherited (the demo's agents, limits and
+    accounts are about the demo's instruments). A file without instruments tweaks the demo venue:
+    each section it gives replaces the default one."""
     unknown = set(given) - SECTIONS
     if unknown:
         raise ConfigError(f"unknown config section(s): {', '.join(sorted(unknown))} "
                           f"(known: {', '.join(sorted(SECTIONS))})")
-    merged = {**default, **given}
-    merged["system"] = {**default.get("system", {}), **given.get("system", {})}
-    merged["api"] = {**default.get("api", {}), **given.get("api", {})}
+    base = default if "instruments" not in given else {}
+    merged = {**base, **given}
+    for keyed in ("system", "api"):
+        merged[keyed] = {**default.get(keyed, {}), **given.get(keyed, {})}
     return merged
 
 
@@ -216,11 +242,13 @@ def _accounts(table: object, source: str) -> list[AccountConfig]:
     return accounts
 
 
-def _monitor(table: object, source: str) -> MonitorConfig:
+def _checked(table: object, tp: type[T], source: str, where: str) -> T:
     try:
-        return _convert(table, MonitorConfig, source, "monitor")
-    except ValueError as exc:  # __post_init__ checks
-        raise ConfigError(f"{source}: [monitor]: {exc}") from exc
+        return _convert(table, tp, source, where)
+    except ValueError as exc:  # a Struct's own __post_init__ checks
+        if isinstance(exc, ConfigError):
+            raise
+        raise ConfigError(f"{source}: [{where}]: {exc}") from exc
 
 
 def _convert(value: object, tp: type[T], source: str, where: str) -> T:

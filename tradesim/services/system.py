@@ -1,5 +1,8 @@
 """The embedded system: every service in one asyncio process, started and stopped in the right order.
 
+Venue, OMS (with its algo desk), position tracker, risk monitor, market data, algo workers and the
+simulated participants (market makers, noise traders) share one bus and one journal.
+
 Start-up is event sourcing end to end: the venue recovers its engine from the journal (snapshot +
 tail), and the projections that live only in memory — positions, risk states, the OMS's view of the
 venue's orders — are rebuilt by replaying the journal through a scratch engine and publishing the
@@ -18,12 +21,16 @@ from tradesim.bus import Bus, open_bus, subjects
 from tradesim.domain import Event, Trade
 from tradesim.engine import MatchingEngine
 from tradesim.services.accounts.service import AccountsService
+from tradesim.services.agents.service import AgentsService, agent_accounts
+from tradesim.services.algos.worker import AlgoWorker
 from tradesim.services.config import SystemConfig
+from tradesim.services.marketdata.service import MarketDataService
 from tradesim.services.oms.service import OmsService
 from tradesim.services.oms.store import SqliteOrderStore
 from tradesim.services.risk.monitor import RiskMonitorService
 from tradesim.services.venue.service import EVENT_SUBJECTS, VenueService, trade_print
 from tradesim.store import Journal, open_journal
+from tradesim.store.marketdata import MarketDataStore, open_marketdata_store
 
 log = logging.getLogger("tradesim.system")
 
@@ -31,19 +38,29 @@ Progress = Callable[[str], None]
 
 
 class System:
-    """Venue, OMS, accounts and risk monitor on one bus and one journal, as `tradesim run` runs them."""
+    """Every service on one bus and one journal, as `tradesim run` and `tradesim simulate` run them.
+
+    `fsync=False` turns off the journal's fsync (SQLite `synchronous=OFF`): for simulations, which can
+    be run again, never for a venue whose acknowledgements mean something.
+    """
 
     def __init__(self, config: SystemConfig, *, clock: Callable[[], int] = time.time_ns,
-                 progress: Progress | None = None) -> None:
+                 progress: Progress | None = None, fsync: bool = True, algo_workers: int = 1) -> None:
         self.config = config
         self.clock = clock
         self._progress = progress or (lambda message: log.info(message))
+        self._fsync = fsync
+        self._algo_workers = algo_workers
         self._bus: Bus | None = None
         self._journal: Journal | None = None
+        self._md_store: MarketDataStore | None = None
         self.venue: VenueService | None = None
         self.oms: OmsService | None = None
         self.accounts: AccountsService | None = None
         self.risk: RiskMonitorService | None = None
+        self.marketdata: MarketDataService | None = None
+        self.agents: AgentsService | None = None
+        self.workers: list[AlgoWorker] = []
         self.replayed_events = 0
 
     @property
@@ -63,9 +80,13 @@ class System:
         data_dir = Path(settings.data_dir)
         data_dir.mkdir(parents=True, exist_ok=True)
         self._bus = bus = await open_bus(settings.bus)
-        self._journal = journal = await open_journal(settings.journal_target)
-        instruments = self.config.instruments
-        accounts = {a.id: (a.cash, a.kind, a.currency) for a in self.config.accounts}
+        self._journal = journal = await open_journal(settings.journal_target,
+                                                     synchronous="FULL" if self._fsync else "OFF")
+        self._md_store = await open_marketdata_store(settings.db or settings.data_dir)
+        config = self.config
+        instruments = config.instruments
+        accounts = {a.id: (a.cash, a.kind, a.currency) for a in config.accounts}
+        accounts.update(agent_accounts(config.agents, instruments))
         self.accounts = AccountsService(bus, instruments, accounts, clock=self.clock)
         self.risk = RiskMonitorService(bus, instruments, accounts, self.config.monitor)
         self.oms = OmsService(bus, instruments, accounts, self.config.risk, self.config.compliance,
@@ -78,19 +99,37 @@ class System:
         self.venue = VenueService(bus, journal, instruments, clock=self.clock,
                                   snapshot_every=settings.snapshot_every)
         await self.venue.start()
-        self._progress(f"venue serving at journal seq {journal.last_seq} "
-                       f"({len(instruments)} instruments, {len(accounts)} accounts)")
+        md = config.marketdata
+        self.marketdata = MarketDataService(
+            bus, instruments, clock=self.clock, interval=md.interval, reference=config.reference_prices,
+            gbm={i.symbol: md.symbols.get(i.symbol, md.gbm) for i in instruments}, seed=md.seed,
+            store=self._md_store, record_every=md.record_every)
+        await self.marketdata.start()
+        self.workers = [AlgoWorker(bus, f"algo-{n + 1}", clock=self.clock) for n in range(self._algo_workers)]
+        for worker in self.workers:
+            await worker.start()
+        self.agents = AgentsService(bus, config.agents, instruments, clock=self.clock,
+                                    reference_prices=config.reference_prices)
+        await self.agents.start()
+        self._progress(f"venue serving at journal seq {journal.last_seq} ({len(instruments)} instruments, "
+                       f"{len(accounts)} accounts, {len(self.agents.agents)} agents)")
 
     async def stop(self) -> None:
         """Stops taking orders, drains what is in flight, snapshots, and closes the journal and the bus."""
-        for service in (self.oms, self.venue, self.risk, self.accounts):
+        if self.agents is not None:
+            await self.agents.stop()
+        for worker in self.workers:
+            await worker.stop()
+        for service in (self.marketdata, self.oms, self.venue, self.risk, self.accounts):
             if service is not None:
                 await service.stop()
+        if self._md_store is not None:
+            await self._md_store.close()
         if self._journal is not None:
             await self._journal.close()
         if self._bus is not None:
             await self._bus.close()
-        self._journal = self._bus = None
+        self._journal = self._bus = self._md_store = None
 
     async def _rebuild_projections(self, bus: Bus, journal: Journal) -> None:
         """Replays the journal through a scratch engine and publishes what it regenerates, in seq order,
