@@ -3,8 +3,8 @@
 Prices sit in a narrow band so orders cross often; few accounts so self-trade prevention fires;
 cancels and modifies mostly name client order ids generated earlier in the same stream. Every
 order type, TIF, flag and STP mode appears, plus some invalid commands for each rejection reason.
-Choices the spec leaves open (a price on MARKET/STOP, price modifies of untriggered stop-market
-orders, expire_ts on non-GTD orders) are never generated, so engine and reference can be compared.
+Choices the spec leaves open (a price on MARKET/STOP orders, expire_ts on non-GTD orders) are
+never generated, so engine and reference can be compared.
 """
 
 from __future__ import annotations
@@ -141,12 +141,12 @@ def _modify(draw: st.DrawFn, ts: int, symbols: list[str], accounts: tuple[str, .
     account, cid, symbol, otype = _target(draw, symbols, accounts, known)
     what = draw(st.sampled_from(("price", "qty", "both", "price", "qty", "both", "neither")))
     price = _price(draw, symbol) if what in ("price", "both") else None
-    if otype is OrderType.STOP:
-        price = None  # what a price means for an untriggered stop-market order is not specified
+    if otype is OrderType.STOP and draw(st.integers(0, 3)):
+        price = None  # mostly change what a stop-market order has; a price is rejected malformed
     if price is not None and not draw(st.integers(0, 40)):
         price = 0  # bad_price
     lot = _lot(symbol)
-    wants_qty = what in ("qty", "both") or (what == "price" and price is None)  # a stop's dropped price
+    wants_qty = what in ("qty", "both") or (what == "price" and price is None)  # stop's price dropped
     qty = lot * draw(st.integers(1, 25)) if wants_qty else None
     return ModifyOrder(account=account, client_order_id=cid, symbol=symbol, price=price, qty=qty, ts=ts)
 

@@ -326,3 +326,12 @@ def test_cancel_reasons_and_unknown() -> None:
     assert cancels(out) == [(1, CancelReason.USER, 5)]
     out = e.submit(new("a", "1", "buy", 100, 5))
     assert isinstance(out[0], OrderRejected) and out[0].reason is RejectReason.DUPLICATE_CLIENT_ORDER_ID
+
+
+def test_fok_judges_own_orders_in_real_meeting_order() -> None:
+    """An iceberg's refill goes behind the taker's own order, so the FOK would meet it: no fill."""
+    e = engine()
+    e.submit(new("b", "1", "buy", 97, 2, display_qty=1))
+    e.submit(new("a", "2", "buy", 97, 1))
+    out = e.submit(new("a", "3", "sell", 97, 2, tif=TimeInForce.FOK))
+    assert kinds(out) == ["OrderAccepted", "OrderCanceled"] and cancels(out) == [(3, CancelReason.FOK, 2)]
