@@ -33,13 +33,18 @@ def test_timers_fire_in_time_order_and_the_clock_follows() -> None:
     assert run_simulated(main) == [("a", 100_000_000), ("b", 1_000_000_000), ("c", 2_500_000_000)]
 
 
-def test_thread_work_is_waited_for_in_real_time_before_time_jumps() -> None:
+def test_executor_work_runs_inline_in_program_order() -> None:
     async def main(loop: VirtualTimeLoop) -> list[str]:
         order: list[str] = []
 
         async def slow_io() -> None:
             await loop.run_in_executor(None, time.sleep, 0.05)  # real work, e.g. an fsync
             order.append(f"io done at {loop.time():.1f}")
+            await asyncio.to_thread(order.append, "to_thread ran")
+            try:
+                await loop.run_in_executor(None, int, "x")
+            except ValueError:
+                order.append("error delivered")
 
         async def timer() -> None:
             await asyncio.sleep(10)
@@ -48,7 +53,7 @@ def test_thread_work_is_waited_for_in_real_time_before_time_jumps() -> None:
         await asyncio.gather(slow_io(), timer())
         return order
 
-    assert run_simulated(main) == ["io done at 0.0", "timer at 10.0"]
+    assert run_simulated(main) == ["io done at 0.0", "to_thread ran", "error delivered", "timer at 10.0"]
 
 
 def test_a_seeded_process_is_reproducible() -> None:

@@ -1,10 +1,9 @@
 """An asyncio event loop on simulated time: when there is nothing to do until the next timer, time jumps.
 
 Every service takes its time from an injected clock and waits with `asyncio.sleep`, so running them on
-this loop turns an hour of market into however long the work itself takes. Work handed to threads
-(the SQLite journal's writer) is waited for in real time *before* time may jump again, which keeps a
-run reproducible: the order in which callbacks run depends only on the program, never on how fast the
-disk or the machine is.
+this loop turns an hour of market into however long the work itself takes. Work handed to an executor
+(the SQLite journal's writer) runs inline, on the loop's thread, so that a run is reproducible: the
+order in which callbacks run depends only on the program, never on how fast a thread or the disk is.
 """
 
 from __future__ import annotations
@@ -23,7 +22,7 @@ DEFAULT_EPOCH_NS = 1_767_605_400_000_000_000
 
 
 class _JumpingSelector(selectors.DefaultSelector):
-    """Polls real I/O; when the loop would block until a timer, advances the loop's clock instead."""
+    """Polls real I/O; when the loop would wait for a timer, advances the loop's clock instead."""
 
     def __init__(self) -> None:
         super().__init__()
@@ -32,8 +31,6 @@ class _JumpingSelector(selectors.DefaultSelector):
     def select(self, timeout: float | None = None) -> list[tuple[selectors.SelectorKey, int]]:
         loop = self.loop
         assert loop is not None
-        if loop.outstanding:  # a thread is working for us: wait for its answer (the self-pipe) for real
-            return super().select(timeout)
         ready = super().select(0)
         if ready or (timeout is not None and timeout <= 0):
             return ready
@@ -52,7 +49,6 @@ class VirtualTimeLoop(asyncio.SelectorEventLoop):
         selector.loop = self
         self.epoch_ns = epoch_ns
         self._now = 0.0
-        self.outstanding = 0
         self.jumps = 0
 
     def time(self) -> float:
@@ -68,13 +64,13 @@ class VirtualTimeLoop(asyncio.SelectorEventLoop):
 
     def run_in_executor(self, executor: Executor | None, func: Callable[[*Ts], T],
                         *args: *Ts) -> asyncio.Future[T]:
-        future = super().run_in_executor(executor, func, *args)
-        self.outstanding += 1
-        future.add_done_callback(self._thread_done)
+        """Runs `func` now, on this thread: no real concurrency may decide the order of events."""
+        future: asyncio.Future[T] = self.create_future()
+        try:
+            future.set_result(func(*args))
+        except BaseException as exc:  # delivered to the awaiting caller, as an executor would
+            future.set_exception(exc)
         return future
-
-    def _thread_done(self, _: asyncio.Future[Any]) -> None:
-        self.outstanding -= 1
 
 
 def run_simulated(main: Callable[[VirtualTimeLoop], Coroutine[Any, Any, T]],
