@@ -37,10 +37,14 @@ class BookSide:
         price: int = order.price  # type: ignore[assignment]  # resting orders always have a price
         level = self.levels.get(price)
         if level is None:
-            level = {}
-            self.levels[price] = level
-            insort(self.keys, price * self.sign)
-        level[order.order_id] = order
+            self.add_level(price, order)
+        else:
+            level[order.order_id] = order
+
+    def add_level(self, price: int, order: Order) -> None:
+        """Opens the level `price` (not present yet) with `order` as its only order."""
+        self.levels[price] = {order.order_id: order}
+        insort(self.keys, price * self.sign)
 
     def remove(self, order: Order) -> None:
         """Takes a resting `order` out of its level, dropping the level when it becomes empty."""
@@ -102,6 +106,7 @@ class OrderBook:
         "buy_stops",
         "instrument",
         "last_price",
+        "lot_size",
         "sell_stops",
         "symbol",
         "trade_by_buyer",
@@ -111,6 +116,7 @@ class OrderBook:
     def __init__(self, instrument: Instrument) -> None:
         self.instrument: Instrument = instrument
         self.symbol: str = instrument.symbol
+        self.lot_size: int = instrument.lot_size
         self.bids: BookSide = BookSide(1)
         self.asks: BookSide = BookSide(-1)
         self.buy_stops: list[tuple[int, int]] = []

@@ -193,19 +193,20 @@ class MatchingEngine:
             self._reject_new(cmd, RejectReason.UNKNOWN_SYMBOL, f"symbol {cmd.symbol} is not listed", events)
             return events
         qty = cmd.qty
-        if qty <= 0 or qty % book.instrument.lot_size:
+        if qty <= 0 or qty % book.lot_size:
             self._reject_new(
                 cmd,
                 RejectReason.BAD_QTY,
-                f"qty {qty} must be a positive multiple of lot size {book.instrument.lot_size}",
+                f"qty {qty} must be a positive multiple of lot size {book.lot_size}",
                 events,
             )
             return events
         otype = cmd.type
         tif = cmd.tif
         price = cmd.price
-        if otype is _LIMIT and cmd.display_qty is None and not cmd.post_only and tif is not _GTD:
-            # The common shape needs only the price check here.
+        # A plain limit (no iceberg, not post-only, GTC/DAY/IOC) needs only the price check here.
+        plain = otype is _LIMIT and cmd.display_qty is None and not cmd.post_only and tif is not _GTD
+        if plain:
             if price is None or price <= 0:
                 self._reject_new(cmd, RejectReason.BAD_PRICE, f"limit price {price} must be positive", events)
                 return events
@@ -228,11 +229,16 @@ class MatchingEngine:
             )
             return events
         is_buy = cmd.side is _BUY
-        opp = book.asks if is_buy else book.bids
-        okeys = opp.keys
-        # Whether a limit price reaches the opposite best (see BookSide for the key trick).
-        crosses = price is not None and len(okeys) > 0 and okeys[-1] >= opp.sign * price
-        if cmd.post_only and crosses:
+        # Whether a limit price reaches the opposite best (keys: see BookSide).
+        if price is None:
+            crosses = False
+        elif is_buy:
+            keys = book.asks.keys
+            crosses = len(keys) > 0 and -keys[-1] <= price
+        else:
+            keys = book.bids.keys
+            crosses = len(keys) > 0 and keys[-1] >= price
+        if crosses and cmd.post_only:
             self._reject_new(cmd, RejectReason.POST_ONLY, f"post-only order at {price} would take liquidity", events)
             return events
 
@@ -241,10 +247,6 @@ class MatchingEngine:
         self._order_id = oid
         order = Order(oid, cmd, is_buy, price, qty)
         order.status = NEW_TO_ACCEPTED
-        display = cmd.display_qty
-        if display is not None:
-            order.display_qty = display
-            order.visible_qty = display
         self._orders[oid] = order
         if clients is None:
             self._clients[account] = {coid: order}
@@ -252,6 +254,35 @@ class MatchingEngine:
             clients[coid] = order
         seq = self._seq + 1
         self._seq = seq
+        if plain and not crosses and tif is not _IOC:
+            # The most common command of all: a passive GTC or DAY limit, to the back of its level.
+            events.append(
+                OrderAccepted(
+                    seq=seq,
+                    ts=ts,
+                    order_id=oid,
+                    account=account,
+                    client_order_id=coid,
+                    symbol=book.symbol,
+                    side=cmd.side,
+                    type=otype,
+                    tif=tif,
+                    price=price,
+                    qty=qty,
+                )
+            )
+            side = book.bids if is_buy else book.asks
+            level = side.levels.get(price)  # type: ignore[arg-type]  # plain: price checked above
+            if level is None:
+                side.add_level(price, order)  # type: ignore[arg-type]
+            else:
+                level[oid] = order
+            return events
+
+        display = cmd.display_qty
+        if display is not None:
+            order.display_qty = display
+            order.visible_qty = display
         events.append(
             OrderAccepted(
                 seq=seq,
@@ -265,7 +296,7 @@ class MatchingEngine:
                 tif=tif,
                 price=price,
                 qty=qty,
-                stop_price=cmd.stop_price,
+                stop_price=cmd.stop_price if otype is _STOP or otype is _STOP_LIMIT else None,
                 display_qty=display,
             )
         )
@@ -273,8 +304,7 @@ class MatchingEngine:
             expire_ts: int = cmd.expire_ts  # type: ignore[assignment]  # checked by _check_new
             heappush(expiry, (expire_ts, oid))
 
-        if otype is _LIMIT and not crosses and (tif is _GTC or tif is _DAY or tif is _GTD):
-            # Passive limit: straight to the back of its level.
+        if otype is _LIMIT and not crosses and tif is not _IOC and tif is not _FOK:
             (book.bids if is_buy else book.asks).append(order)
             return events
 
