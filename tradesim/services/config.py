@@ -24,6 +24,7 @@ from tradesim.services.marketdata.reference import GbmParams
 from tradesim.services.risk import RiskConfig
 from tradesim.services.risk.config import risk_config_from_dict
 from tradesim.services.risk.monitor_config import MonitorConfig
+from tradesim.services.signals.config import SignalsConfig
 
 DEFAULT_FILE = Path(__file__).with_name("default.toml")
 ENV_PREFIX = "TRADESIM_"
@@ -31,7 +32,7 @@ ENV_PREFIX = "TRADESIM_"
 T = TypeVar("T")
 
 SECTIONS = frozenset({"system", "instruments", "accounts", "risk", "compliance", "monitor", "api",
-                      "marketdata", "agents"})
+                      "marketdata", "agents", "replays", "signals"})
 
 
 class ConfigError(ValueError):
@@ -104,6 +105,15 @@ class MarketDataConfig(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown
     record_every: int = 10  # store one tick in N (bars are always stored)
 
 
+class ReplayConfig(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
+    """`[[replays]]`: a LOBSTER message file replayed into the venue as background order flow."""
+
+    symbol: str  # a listed instrument
+    messages: str  # path of the LOBSTER message file (its orderbook file is found beside it)
+    speed: float = 1.0  # 1 = the file's own pace, 10 = ten times faster, 0 = as fast as the venue answers
+    limit: int | None = None  # stop after this many lines
+
+
 class SystemConfig(msgspec.Struct, frozen=True, kw_only=True):
     settings: Settings
     instruments: list[Instrument]
@@ -115,8 +125,10 @@ class SystemConfig(msgspec.Struct, frozen=True, kw_only=True):
     monitor: MonitorConfig = MonitorConfig()
     marketdata: MarketDataConfig = MarketDataConfig()
     agents: AgentsConfig = AgentsConfig()
+    replays: list[ReplayConfig] = []
     source: str = ""
     api: ApiSettings = ApiSettings()
+    signals: SignalsConfig = SignalsConfig()
 
     def instrument(self, symbol: str) -> Instrument:
         for instrument in self.instruments:
@@ -142,6 +154,15 @@ def load_config(path: str | Path | None = None, env: Mapping[str, str] | None = 
     for entry in agents.symbols:
         if entry.symbol not in listed:
             raise ConfigError(f"{source}: agents: {entry.symbol} is not a listed instrument")
+    replays = _checked(data.get("replays", []), list[ReplayConfig], source, "replays")
+    for replay in replays:
+        if replay.symbol not in listed:
+            raise ConfigError(f"{source}: replays: {replay.symbol} is not a listed instrument")
+        if not Path(replay.messages).is_file():
+            raise ConfigError(f"{source}: replays: no LOBSTER message file at {replay.messages}")
+        if replay.speed < 0:
+            raise ConfigError(f"{source}: replays: speed must be 0 (as fast as possible) or positive, "
+                              f"got {replay.speed}")
     return SystemConfig(
         settings=settings,
         instruments=instruments,
@@ -152,8 +173,10 @@ def load_config(path: str | Path | None = None, env: Mapping[str, str] | None = 
         monitor=_checked(data.get("monitor", {}), MonitorConfig, source, "monitor"),
         marketdata=_checked(data.get("marketdata", {}), MarketDataConfig, source, "marketdata"),
         agents=agents,
+        replays=replays,
         source=source,
         api=_convert(data.get("api", {}), ApiSettings, source, "api"),
+        signals=_checked(data.get("signals", {}), SignalsConfig, source, "signals"),
     )
 
 

@@ -12,6 +12,7 @@ that nothing acknowledged is lost and the venue writes a final snapshot.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import time
 from collections.abc import Callable
@@ -24,10 +25,12 @@ from tradesim.services.accounts.service import AccountsService
 from tradesim.services.agents.service import AgentsService, agent_accounts
 from tradesim.services.algos.worker import AlgoWorker
 from tradesim.services.config import SystemConfig
+from tradesim.services.lobster import LobsterReplay, LobsterStats
 from tradesim.services.marketdata.service import MarketDataService
 from tradesim.services.oms.service import OmsService
 from tradesim.services.oms.store import SqliteOrderStore
 from tradesim.services.risk.monitor import RiskMonitorService
+from tradesim.services.signals.service import DecisionAgent  # signals
 from tradesim.services.venue.service import EVENT_SUBJECTS, VenueService, trade_print
 from tradesim.store import Journal, open_journal
 from tradesim.store.marketdata import MarketDataStore, open_marketdata_store
@@ -61,6 +64,9 @@ class System:
         self.marketdata: MarketDataService | None = None
         self.agents: AgentsService | None = None
         self.workers: list[AlgoWorker] = []
+        self.signals: DecisionAgent | None = None  # signals: the webhook's decision agent
+        self.replays: list[LobsterReplay] = []
+        self._replay_tasks: list[asyncio.Task[object]] = []
         self.replayed_events = 0
 
     @property
@@ -87,6 +93,8 @@ class System:
         instruments = config.instruments
         accounts = {a.id: (a.cash, a.kind, a.currency) for a in config.accounts}
         accounts.update(agent_accounts(config.agents, instruments))
+        sig = config.signals  # signals: the decision agent's account, unless [[accounts]] lists it
+        accounts.setdefault(sig.account, (sig.cash, sig.kind, sig.currency))
         self.accounts = AccountsService(bus, instruments, accounts, clock=self.clock)
         self.risk = RiskMonitorService(bus, instruments, accounts, self.config.monitor)
         self.oms = OmsService(bus, instruments, accounts, self.config.risk, self.config.compliance,
@@ -111,11 +119,26 @@ class System:
         self.agents = AgentsService(bus, config.agents, instruments, clock=self.clock,
                                     reference_prices=config.reference_prices)
         await self.agents.start()
+        if config.signals.enabled:  # signals: webhook signals -> order intents -> OMS
+            self.signals = DecisionAgent(bus, config.signals, instruments, clock=self.clock,
+                                         reference_prices=config.reference_prices)
+            await self.signals.start()
+        for replay in config.replays:
+            runner = LobsterReplay(bus, replay.messages, config.instrument(replay.symbol),
+                                   speed=replay.speed or None,
+                                   limit=replay.limit, clock=self.clock, on_progress=self._replay_progress)
+            self.replays.append(runner)
+            self._replay_tasks.append(asyncio.create_task(runner.run(), name=f"lobster-{replay.symbol}"))
         self._progress(f"venue serving at journal seq {journal.last_seq} ({len(instruments)} instruments, "
                        f"{len(accounts)} accounts, {len(self.agents.agents)} agents)")
 
     async def stop(self) -> None:
         """Stops taking orders, drains what is in flight, snapshots, and closes the journal and the bus."""
+        if self.signals is not None:  # signals
+            await self.signals.stop()
+        for runner in self.replays:
+            runner.stop()
+        await asyncio.gather(*self._replay_tasks, return_exceptions=True)
         if self.agents is not None:
             await self.agents.stop()
         for worker in self.workers:
@@ -130,6 +153,10 @@ class System:
         if self._bus is not None:
             await self._bus.close()
         self._journal = self._bus = self._md_store = None
+
+    def _replay_progress(self, stats: LobsterStats) -> None:
+        self._progress(f"LOBSTER replay: {stats.lines:,} lines, {stats.commands:,} commands, "
+                       f"{stats.trades:,} trades, {stats.unknown_ids:,} orders from before the file")
 
     async def _rebuild_projections(self, bus: Bus, journal: Journal) -> None:
         """Replays the journal through a scratch engine and publishes what it regenerates, in seq order,
