@@ -1,0 +1,126 @@
+"""`Client`: the blocking face of `AsyncClient`, for scripts and notebooks that have no event loop.
+
+It runs a private event loop on a daemon thread and hands each call to it, so it works the same whether
+or not the calling thread has a loop of its own (a notebook's, say) and is safe to use from many threads.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+from collections.abc import Awaitable, Iterator
+from types import TracebackType
+from typing import Any, TypeVar
+
+from tradesim.client.aio import DEFAULT_URL, AsyncClient, OrderRef, PriceLike
+from tradesim.client.models import Account, Book, Instrument, Order, OrderPage, Positions, Risk, Token
+from tradesim.domain import OrderStatus, Side
+
+T = TypeVar("T")
+
+
+class Client:
+    """Same arguments and methods as `AsyncClient`, each blocking until its answer."""
+
+    def __init__(self, base_url: str = DEFAULT_URL, **kw: Any) -> None:
+        self._loop = asyncio.new_event_loop()
+        self._thread = threading.Thread(target=self._loop.run_forever, name="tradesim-client", daemon=True)
+        self._thread.start()
+        self._closed = False
+
+        async def make() -> AsyncClient:  # httpx wants to be created where it will run
+            return AsyncClient(base_url, **kw)
+
+        self.aio: AsyncClient = self._run(make())
+
+    def _run(self, coro: Awaitable[T]) -> T:
+        if self._closed:
+            raise RuntimeError("the client is closed")
+        return asyncio.run_coroutine_threadsafe(_wrap(coro), self._loop).result()
+
+    def close(self) -> None:
+        if self._closed:
+            return
+        self._run(self.aio.aclose())
+        self._closed = True
+        self._loop.call_soon_threadsafe(self._loop.stop)
+        self._thread.join(timeout=5)
+        self._loop.close()
+
+    def __enter__(self) -> Client:
+        return self
+
+    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
+                 tb: TracebackType | None) -> None:
+        self.close()
+
+    @property
+    def token(self) -> str | None:
+        return self.aio.token
+
+    @property
+    def account_id(self) -> str | None:
+        return self.aio.account_id
+
+    def login(self, username: str, password: str) -> Token:
+        return self._run(self.aio.login(username, password))
+
+    def login_api_key(self, api_key: str) -> Token:
+        return self._run(self.aio.login_api_key(api_key))
+
+    def submit_order(self, symbol: str, side: Side | str, qty: int, **kw: Any) -> Order:
+        return self._run(self.aio.submit_order(symbol, side, qty, **kw))
+
+    def buy(self, symbol: str, qty: int, price: PriceLike | None = None, **kw: Any) -> Order:
+        return self._run(self.aio.buy(symbol, qty, price, **kw))
+
+    def sell(self, symbol: str, qty: int, price: PriceLike | None = None, **kw: Any) -> Order:
+        return self._run(self.aio.sell(symbol, qty, price, **kw))
+
+    def cancel(self, order: OrderRef) -> Order:
+        return self._run(self.aio.cancel(order))
+
+    def modify(self, order: OrderRef, *, price: PriceLike | None = None, qty: int | None = None) -> Order:
+        return self._run(self.aio.modify(order, price=price, qty=qty))
+
+    def order(self, order: OrderRef) -> Order:
+        return self._run(self.aio.order(order))
+
+    def order_by_client_id(self, client_order_id: str, *, account: str | None = None) -> Order:
+        return self._run(self.aio.order_by_client_id(client_order_id, account=account))
+
+    def orders(self, *, status: OrderStatus | str | None = None, symbol: str | None = None,
+               account: str | None = None, open_only: bool = False, limit: int = 100, offset: int = 0) -> OrderPage:
+        return self._run(self.aio.orders(status=status, symbol=symbol, account=account, open_only=open_only,
+                                         limit=limit, offset=offset))
+
+    def instruments(self) -> list[Instrument]:
+        return self._run(self.aio.instruments())
+
+    def book(self, symbol: str, depth: int = 10) -> Book:
+        return self._run(self.aio.book(symbol, depth))
+
+    def account(self, account: str | None = None) -> Account:
+        return self._run(self.aio.account(account))
+
+    def positions(self, *, account: str | None = None, open_only: bool = False) -> Positions:
+        return self._run(self.aio.positions(account=account, open_only=open_only))
+
+    def risk(self, account: str | None = None) -> Risk:
+        return self._run(self.aio.risk(account))
+
+    def _iterate(self, agen: Any) -> Iterator[Any]:
+        """Drive an async iterator on the client's loop, one item per blocking step."""
+        try:
+            while True:
+                try:
+                    yield self._run(agen.__anext__())
+                except StopAsyncIteration:
+                    return
+        finally:
+            if not self._closed:
+                self._run(agen.aclose())
+
+
+async def _wrap(coro: Awaitable[T]) -> T:
+    return await coro
