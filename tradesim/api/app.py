@@ -16,8 +16,10 @@ from litestar.openapi.spec import Components, SecurityScheme
 from tradesim.api.auth import Authenticator, jwt_secret
 from tradesim.api.context import Context
 from tradesim.api.errors import EXCEPTION_HANDLERS
+from tradesim.api.metrics import Metrics
 from tradesim.api.ratelimit import RateLimiter
-from tradesim.api.routes import accounts, auth, market, ops, orders
+from tradesim.api.routes import accounts, auth, market, ops, orders, webhook
+from tradesim.api.routes import system as system_routes
 from tradesim.api.rpc import Services
 from tradesim.bus import Bus
 from tradesim.services.config import SystemConfig
@@ -29,7 +31,8 @@ DEFAULT_RPC_TIMEOUT = 5.0
 
 def create_app(bus: Bus, config: SystemConfig, users: UserStore, *, secret: str | None = None,
                rpc_timeout: float = DEFAULT_RPC_TIMEOUT, clock: Callable[[], float] = time.time,
-               monotonic: Callable[[], float] = time.monotonic, debug: bool = False) -> Litestar:
+               monotonic: Callable[[], float] = time.monotonic, debug: bool = False,
+               metrics: Metrics | None = None) -> Litestar:
     """The API app. `secret` overrides `jwt_secret(config)` (the `[api]` key or `<data_dir>/jwt.secret`);
     `clock` (epoch seconds) stamps and checks tokens and `monotonic` drives the rate limits (tests fake both).
     The bus and the user store belong to the caller."""
@@ -38,11 +41,16 @@ def create_app(bus: Bus, config: SystemConfig, users: UserStore, *, secret: str 
                                   RateLimiter(api.rate_limit, api.rate_burst, clock=monotonic), clock=clock)
     ctx = Context(Services(bus, rpc_timeout), config, users, authenticator,
                   RateLimiter(api.login_rate_limit, api.login_burst, clock=monotonic))
-    v1 = Router(path=API_PREFIX, route_handlers=[*auth.ROUTES, *orders.ROUTES, *market.ROUTES, *accounts.ROUTES])
+    metrics = metrics or Metrics(monotonic=monotonic)  # /metrics, /api/v1/system/metrics
+    metrics.bind(bus)
+    v1 = Router(path=API_PREFIX, route_handlers=[*auth.ROUTES, *orders.ROUTES, *market.ROUTES, *accounts.ROUTES,
+                                                 *system_routes.V1_ROUTES])
     return Litestar(
-        route_handlers=[v1, *ops.ROUTES],
+        route_handlers=[v1, *ops.ROUTES, *system_routes.ROUTES, *webhook.ROUTES],
+        middleware=[metrics.middleware],
         exception_handlers=EXCEPTION_HANDLERS,
-        state={"ctx": ctx, "auth": authenticator},  # type: ignore[arg-type]
+        state={"ctx": ctx, "auth": authenticator, "metrics": metrics,  # type: ignore[arg-type]
+               "webhook": webhook.Webhook(bus, config, metrics, clock=clock)},
         openapi_config=OpenAPIConfig(
             title="tradesim", version="1", description="A simulated exchange and the trading stack around it.",
             path="/schema",
