@@ -16,11 +16,14 @@ from litestar.openapi.spec import Components, SecurityScheme
 from tradesim.api.auth import Authenticator, jwt_secret
 from tradesim.api.context import Context
 from tradesim.api.errors import EXCEPTION_HANDLERS
+from tradesim.api.feeds import Hub
 from tradesim.api.metrics import Metrics
 from tradesim.api.ratelimit import RateLimiter
-from tradesim.api.routes import accounts, auth, market, ops, orders, webhook
+from tradesim.api.routes import accounts, algos, auth, market, ops, orders, webhook
 from tradesim.api.routes import system as system_routes
 from tradesim.api.rpc import Services
+from tradesim.api.ws import DEFAULT_HEARTBEAT, DEFAULT_QUEUE, WsSettings
+from tradesim.api.ws import ROUTES as WS_ROUTES
 from tradesim.bus import Bus
 from tradesim.services.config import SystemConfig
 from tradesim.store.users import UserStore
@@ -32,25 +35,31 @@ DEFAULT_RPC_TIMEOUT = 5.0
 def create_app(bus: Bus, config: SystemConfig, users: UserStore, *, secret: str | None = None,
                rpc_timeout: float = DEFAULT_RPC_TIMEOUT, clock: Callable[[], float] = time.time,
                monotonic: Callable[[], float] = time.monotonic, debug: bool = False,
-               metrics: Metrics | None = None) -> Litestar:
+               metrics: Metrics | None = None,
+               ws_queue_size: int = DEFAULT_QUEUE, ws_heartbeat: float = DEFAULT_HEARTBEAT) -> Litestar:
     """The API app. `secret` overrides `jwt_secret(config)` (the `[api]` key or `<data_dir>/jwt.secret`);
     `clock` (epoch seconds) stamps and checks tokens and `monotonic` drives the rate limits (tests fake both).
-    The bus and the user store belong to the caller."""
+    The bus and the user store belong to the caller. `ws_queue_size` frames waiting make a WebSocket client
+    slow (dropped); `ws_heartbeat` is the seconds between WebSocket heartbeats."""
     api = config.api
     authenticator = Authenticator(secret if secret is not None else jwt_secret(config), api.token_ttl,
                                   RateLimiter(api.rate_limit, api.rate_burst, clock=monotonic), clock=clock)
     ctx = Context(Services(bus, rpc_timeout), config, users, authenticator,
                   RateLimiter(api.login_rate_limit, api.login_burst, clock=monotonic))
+    hub = Hub(bus, ctx.services, ctx.instruments)
     metrics = metrics or Metrics(monotonic=monotonic)  # /metrics, /api/v1/system/metrics
     metrics.bind(bus)
     v1 = Router(path=API_PREFIX, route_handlers=[*auth.ROUTES, *orders.ROUTES, *market.ROUTES, *accounts.ROUTES,
-                                                 *system_routes.V1_ROUTES])
+                                                 *algos.ROUTES, *system_routes.V1_ROUTES])
     return Litestar(
-        route_handlers=[v1, *ops.ROUTES, *system_routes.ROUTES, *webhook.ROUTES],
+        route_handlers=[v1, *ops.ROUTES, *WS_ROUTES, *system_routes.ROUTES, *webhook.ROUTES],
         middleware=[metrics.middleware],
+        on_startup=[hub.start],
+        on_shutdown=[hub.stop],
         exception_handlers=EXCEPTION_HANDLERS,
-        state={"ctx": ctx, "auth": authenticator, "metrics": metrics,  # type: ignore[arg-type]
-               "webhook": webhook.Webhook(bus, config, metrics, clock=clock)},
+        state={"ctx": ctx, "auth": authenticator, "hub": hub, "metrics": metrics,
+               "webhook": webhook.Webhook(bus, config, metrics, clock=clock),
+               "ws": WsSettings(queue_size=ws_queue_size, heartbeat=ws_heartbeat)},  # type: ignore[arg-type]
         openapi_config=OpenAPIConfig(
             title="tradesim", version="1", description="A simulated exchange and the trading stack around it.",
             path="/schema",
