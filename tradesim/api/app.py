@@ -22,6 +22,8 @@ from tradesim.api.ratelimit import RateLimiter
 from tradesim.api.routes import accounts, algos, auth, market, ops, orders, webhook
 from tradesim.api.routes import system as system_routes
 from tradesim.api.rpc import Services
+from tradesim.api.ui import ROUTES as UI_ROUTES
+from tradesim.api.ui import template_config
 from tradesim.api.ws import DEFAULT_HEARTBEAT, DEFAULT_QUEUE, WsSettings
 from tradesim.api.ws import ROUTES as WS_ROUTES
 from tradesim.bus import Bus
@@ -52,10 +54,11 @@ def create_app(bus: Bus, config: SystemConfig, users: UserStore, *, secret: str 
     v1 = Router(path=API_PREFIX, route_handlers=[*auth.ROUTES, *orders.ROUTES, *market.ROUTES, *accounts.ROUTES,
                                                  *algos.ROUTES, *system_routes.V1_ROUTES])
     return Litestar(
-        route_handlers=[v1, *ops.ROUTES, *WS_ROUTES, *system_routes.ROUTES, *webhook.ROUTES],
+        route_handlers=[v1, *ops.ROUTES, *UI_ROUTES, *WS_ROUTES, *system_routes.ROUTES, *webhook.ROUTES],
         middleware=[metrics.middleware],
         on_startup=[hub.start],
         on_shutdown=[hub.stop],
+        template_config=template_config(),
         exception_handlers=EXCEPTION_HANDLERS,
         state={"ctx": ctx, "auth": authenticator, "hub": hub, "metrics": metrics,
                "webhook": webhook.Webhook(bus, config, metrics, clock=clock),
