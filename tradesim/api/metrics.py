@@ -124,7 +124,7 @@ def percentile(ordered: list[float], q: float) -> float:
     """Nearest-rank percentile of sorted values (q in 0..100); 0.0 for none."""
     if not ordered:
         return 0.0
-    rank = max(1, math.ceil(q / 100.0 * len(ordered)))
+    rank = max(1, math.ceil(round(q * len(ordered) / 100.0, 9)))
     return ordered[min(rank, len(ordered)) - 1]
 
 
