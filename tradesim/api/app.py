@@ -56,6 +56,7 @@ def create_app(bus: Bus, config: SystemConfig, users: UserStore, *, secret: str 
     return Litestar(
         route_handlers=[v1, *ops.ROUTES, *UI_ROUTES, *WS_ROUTES, *system_routes.ROUTES, *webhook.ROUTES],
         middleware=[metrics.middleware],
+        logging_config=None,  # `tradesim run` configures logging (tradesim.logging); Litestar must not replace it
         on_startup=[hub.start],
         on_shutdown=[hub.stop],
         template_config=template_config(),
