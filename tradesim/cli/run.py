@@ -9,8 +9,10 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import os
 import signal
 import sys
+from pathlib import Path
 
 from tradesim.cli import CliError
 
@@ -42,8 +44,10 @@ async def _serve(config: object) -> int:
     import uvicorn
 
     from tradesim.api.app import create_app
+    from tradesim.api.metrics import Metrics, instrument_system
     from tradesim.api.server import EmbeddedServer
     from tradesim.bus import BusError
+    from tradesim.logging import configure_logging
     from tradesim.services.config import SystemConfig
     from tradesim.services.system import System
     from tradesim.store import JournalError
@@ -58,15 +62,20 @@ async def _serve(config: object) -> int:
     def say(message: str) -> None:
         print(f"tradesim: {message}", file=sys.stderr, flush=True)
 
-    system = System(config, progress=say)
     settings = config.settings
+    # JSON logs (structlog, with correlation ids) to a file; stderr keeps these progress lines.
+    log_file = os.environ.get("TRADESIM_LOG_FILE") or str(Path(settings.data_dir) / "tradesim.log")
+    configure_logging(log_file)
+    system = System(config, progress=say)
     try:
         await system.start()
     except (BusError, JournalError, OSError) as exc:
         await system.stop()
         raise CliError(f"cannot start: {exc}") from exc
     users = await open_users(settings.db or settings.data_dir)
-    app = create_app(system.bus, config, users)
+    metrics = Metrics()
+    instrument_system(system, metrics)
+    app = create_app(system.bus, config, users, metrics=metrics)
     server = EmbeddedServer(uvicorn.Config(app, host=settings.host, port=settings.port, log_level="warning"))
     api = asyncio.create_task(server.serve(), name="api")
     say(f"running (bus {settings.bus}, journal {settings.journal_target}); "
