@@ -288,7 +288,7 @@
   async function loadAlgos() {
     let res;
     try {
-      res = await api("GET", "/api/v1/algos?limit=20");
+      res = await api("GET", "/api/v1/algos?limit=30");
     } catch (e) {
       return;
     }
@@ -297,16 +297,31 @@
       box.innerHTML = '<p class="muted pad">algos are not available on this server</p>';
       return false;
     }
-    const list = res.data.algos || res.data.parents || [];
+    const list = res.data.algos || [];
     box.innerHTML = list.length ? "" : '<p class="muted pad">no algos</p>';
     for (const a of list) {
       const row = document.createElement("div");
       row.className = "algo";
-      row.innerHTML = "<span></span><span></span><span></span>";
-      row.children[0].textContent = `${(a.algo || "").toUpperCase()} ${a.side} ${a.qty} ${a.symbol}`;
-      row.children[1].textContent = `${a.filled_qty ?? a.filled ?? 0}/${a.qty}`;
-      row.children[2].textContent = a.status || "";
-      row.children[2].className = "status s-" + (a.status || "");
+      row.dataset.algoId = a.algo_id;
+      row.innerHTML = "<span></span><span></span><span></span><span></span>";
+      row.children[0].textContent = `${a.algo.toUpperCase()} ${a.side} ${a.qty}`;
+      row.children[0].title = `${a.algo_id} · ${a.symbol}`;
+      row.children[1].textContent = `${a.filled_qty}/${a.qty}`;
+      row.children[1].className = "r";
+      row.children[1].title = a.avg_price ? `avg ${a.avg_price}` : "";
+      row.children[2].textContent = a.state;
+      row.children[2].className = "status s-" + a.state;
+      if (a.state === "running" || a.state === "paused") {
+        const stop = document.createElement("button");
+        stop.className = "cancel";
+        stop.textContent = "cancel";
+        stop.addEventListener("click", async () => {
+          const r = await api("DELETE", "/api/v1/algos/" + encodeURIComponent(a.algo_id));
+          say("#algo-msg", r.ok ? `canceled ${a.algo_id}` : `${r.data.error}: ${r.data.message}`, r.ok);
+          loadAlgos();
+        });
+        row.children[3].appendChild(stop);
+      }
       box.appendChild(row);
     }
     return true;
@@ -320,7 +335,7 @@
     };
     try {
       const { ok, status, data } = await api("POST", "/api/v1/algos", body);
-      say("#algo-msg", ok ? `TWAP ${data.parent_id || data.algo_id || data.id || ""} ${data.status || "started"}`
+      say("#algo-msg", ok ? `TWAP ${data.algo_id} ${data.state}`
         : `${data.error || status}: ${data.message || "refused"}`, ok);
     } catch (e) {
       say("#algo-msg", "cannot reach the server", false);
