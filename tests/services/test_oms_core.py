@@ -23,6 +23,7 @@ from tradesim.services.oms.messages import (
     OrderRequest,
 )
 from tradesim.services.oms.sequencer import EventSequencer
+from tradesim.services.oms.store import save
 
 S = OrderStatus
 TS = 1_700_000_000_000_000_000
@@ -136,8 +137,8 @@ def test_store_round_trip(kind: str, tmp_path: Path) -> None:
     store = MemoryOrderStore() if kind == "memory" else SqliteOrderStore(tmp_path / "oms.db")
     assert store.load() is None
     records = REF.records()
-    store.save(records, REF.state())
-    store.save(records[:1], None)  # an upsert of a known record
+    save(store, records, REF.snapshot().accounts, REF.state())
+    save(store, records[:1])  # an upsert of a known record
     loaded = store.load()
     assert loaded is not None
     again = manager()

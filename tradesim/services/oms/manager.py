@@ -96,8 +96,20 @@ class CounterState(msgspec.Struct, kw_only=True):
     counts: DayCounts
 
 
+class AccountCounts(msgspec.Struct, kw_only=True):
+    """What requests (not venue events) change per account: risk's daily order and cancel counts and the
+    day-start P&L. Saved with every batch that changed it; trades are counted from the events."""
+
+    account: str
+    day: int = 0
+    orders: int = 0
+    cancels: int = 0
+    pnl: DayPnl | None = None
+
+
 class OmsState(msgspec.Struct, kw_only=True, tag="oms.state", tag_field="kind"):
-    """Everything but the order records: what the store keeps next to them."""
+    """The checkpoint: everything derived from venue events up to `seq` (written now and then, not per
+    change; a restart rebuilds the rest from the events after `seq`)."""
 
     seq: int = 0
     next_n: int = 1
@@ -110,6 +122,16 @@ class OmsState(msgspec.Struct, kw_only=True, tag="oms.state", tag_field="kind"):
 class OmsSnapshot(msgspec.Struct, kw_only=True, tag="oms.snapshot", tag_field="kind"):
     state: OmsState
     orders: list[OrderRecord]
+    accounts: list[AccountCounts] = []
+
+
+@dataclass(slots=True)
+class Dirty:
+    """What changed since the last `take_dirty()`: records, account counts, and a checkpoint when due."""
+
+    records: list[OrderRecord]
+    accounts: list[AccountCounts]
+    checkpoint: OmsState | None
 
 
 @dataclass(frozen=True, slots=True)
@@ -143,6 +165,7 @@ class OrderManager:
         *,
         reference_prices: Mapping[str, int] | None = None,
         day_offset_ns: int = 0,
+        checkpoint_every: int = 20_000,
     ) -> None:
         self.instruments: dict[str, Instrument] = {i.symbol: i for i in instruments}
         self.accounts = dict(accounts)
@@ -160,7 +183,10 @@ class OrderManager:
         self._day_pnl: dict[str, DayPnl] = {}
         self._next_n = 1
         self._dirty: dict[Key, OrderRecord] = {}
-        self._state_dirty = False
+        self._dirty_accounts: set[str] = set()
+        self.checkpoint_every = checkpoint_every
+        self._checkpoint_seq = 0
+        self._checkpoint_due = False
 
     def _fresh_ledger(self) -> Ledger:
         ledger = Ledger(self.instruments.values())
@@ -212,16 +238,33 @@ class OrderManager:
         if base is None or day > base.day:
             base = DayPnl(account=account, day=day, base=total)
             self._day_pnl[account] = base
-            self._state_dirty = True
+            self._dirty_accounts.add(account)
         return total - base.base
 
-    def take_dirty(self) -> tuple[list[OrderRecord], OmsState | None]:
-        """Records changed since the last call, and the non-order state if it changed (for the store)."""
+    @property
+    def dirty(self) -> bool:
+        """Anything for the store (changed records or counts, or a checkpoint that is due)."""
+        return bool(self._dirty or self._dirty_accounts or self._checkpoint_due
+                    or self.sequencer.applied - self._checkpoint_seq >= self.checkpoint_every)
+
+    def take_dirty(self, checkpoint: bool = False) -> Dirty:
+        """Records and account counts changed since the last call, and the checkpoint when it is due
+        (every `checkpoint_every` applied events) or asked for."""
         records = list(self._dirty.values())
         self._dirty.clear()
-        state = self.state() if self._state_dirty else None
-        self._state_dirty = False
-        return records, state
+        accounts = [self._account_counts(a) for a in sorted(self._dirty_accounts)]
+        self._dirty_accounts.clear()
+        state = None
+        if checkpoint or self._checkpoint_due or self.sequencer.applied - self._checkpoint_seq >= self.checkpoint_every:
+            state = self.state()
+            self._checkpoint_seq, self._checkpoint_due = state.seq, False
+        return Dirty(records, accounts, state)
+
+    def _account_counts(self, account: str) -> AccountCounts:
+        counts = self.risk.counters.get(account, 0)
+        pnl = self._day_pnl.get(account)
+        return AccountCounts(account=account, day=counts.day, orders=counts.orders, cancels=counts.cancels,
+                             pnl=msgspec.structs.replace(pnl) if pnl is not None else None)
 
     # ---- new orders -------------------------------------------------------------------------------
 
@@ -255,6 +298,7 @@ class OrderManager:
         record.reserve_price = check_price(order, self.market, limits.price_band)
         account = self.account_state(req.account, ts)
         activity = self.risk.counters.get(req.account, ts)
+        self._dirty_accounts.add(req.account)  # risk counts the order (accepted or held)
         decision = self.compliance.check(order, instrument, account, self.market, activity, ts)
         if decision.accepted:
             decision = self.risk.check(order, instrument, account, self.market, ts)
@@ -303,7 +347,6 @@ class OrderManager:
     def _take_n(self) -> int:
         n = self._next_n
         self._next_n += 1
-        self._state_dirty = True
         return n
 
     def _command(self, record: OrderRecord, ts: int) -> NewOrder:
@@ -371,6 +414,7 @@ class OrderManager:
         if record.pending:
             raise OmsRequestError(E.ORDER_PENDING, f"order {record.client_order_id} is {record.status.value}: "
                                                    "wait for the venue's answer")
+        self._dirty_accounts.add(record.account)  # risk counts the cancel
         decision = self.risk.check_cancel(record.account, ts)
         if decision.rejected:
             raise OmsRequestError(decision.code, decision.message)
@@ -481,8 +525,6 @@ class OrderManager:
         due = self.sequencer.offer(events)
         for event in due:
             self._apply(event)
-        if due:
-            self._state_dirty = True
         return due
 
     def skip_to(self, seq: int) -> list[Event]:
@@ -490,7 +532,7 @@ class OrderManager:
         due = self.sequencer.skip_to(seq)
         for event in due:
             self._apply(event)
-        self._state_dirty = True
+        self._checkpoint_due = True  # the skipped history is in no checkpoint yet
         return due
 
     def _apply(self, event: Event) -> None:
@@ -513,14 +555,17 @@ class OrderManager:
             # The venue's word is final; an event our lifecycle cannot place is reported, never guessed at.
             log.error("venue event seq %d does not fit the order's lifecycle: %s", event.seq, exc)
 
-    def _ours(self, account: str, cid: str, order_id: int | None) -> OrderRecord | None:
+    def _ours(self, account: str, cid: str, order_id: int | None, seq: int) -> OrderRecord | None:
+        """Our record the event is about, unless it already reflects the event (a replay after a restart
+        skips what the stored record has; the ledger and market still take every event)."""
         record = self._orders.get((account, cid))
-        if record is None or (order_id is not None and record.order_id not in (None, order_id)):
+        if record is None or (order_id is not None and record.order_id not in (None, order_id)) or seq <= record.seq:
             return None
+        record.seq = seq
         return record
 
     def _on_accepted(self, e: OrderAccepted) -> None:
-        record = self._ours(e.account, e.client_order_id, e.order_id)
+        record = self._ours(e.account, e.client_order_id, e.order_id, e.seq)
         if record is None:
             return
         record.order_id = e.order_id
@@ -533,7 +578,7 @@ class OrderManager:
             self._touch(record, e.ts)
 
     def _on_rejected(self, e: OrderRejected) -> None:
-        record = self._ours(e.account, e.client_order_id, e.order_id)
+        record = self._ours(e.account, e.client_order_id, e.order_id, e.seq)
         if record is None or e.reason is RejectReason.DUPLICATE_CLIENT_ORDER_ID:
             return  # a resend of an order the venue already has: the original's events tell its story
         if record.pending == PENDING_NEW_OP:
@@ -558,7 +603,7 @@ class OrderManager:
         sides = ((t.maker_account, t.maker_client_order_id, t.maker_order_id, t.maker_cum_qty, t.maker_leaves_qty),
                  (t.taker_account, t.taker_client_order_id, t.taker_order_id, t.taker_cum_qty, t.taker_leaves_qty))
         for account, cid, order_id, cum, leaves in sides:
-            record = self._ours(account, cid, order_id)
+            record = self._ours(account, cid, order_id, t.seq)
             if record is None:
                 continue
             if record.order_id is None:
@@ -579,7 +624,7 @@ class OrderManager:
                 self._set_status(record, S.PARTIALLY_FILLED, t.ts)
 
     def _on_done(self, e: OrderCanceled | OrderExpired, status: S, reason: str) -> None:
-        record = self._ours(e.account, e.client_order_id, e.order_id)
+        record = self._ours(e.account, e.client_order_id, e.order_id, e.seq)
         if record is None:
             return
         record.pending = ""
@@ -589,7 +634,7 @@ class OrderManager:
         self._set_status(record, status, e.ts)
 
     def _on_modified(self, e: OrderModified) -> None:
-        record = self._ours(e.account, e.client_order_id, e.order_id)
+        record = self._ours(e.account, e.client_order_id, e.order_id, e.seq)
         if record is None:
             return
         record.price, record.qty, record.leaves_qty = e.price, e.qty, e.leaves_qty
@@ -604,7 +649,7 @@ class OrderManager:
         self._set_status(record, record.venue_status or S.ACCEPTED, e.ts)
 
     def _on_triggered(self, e: OrderTriggered) -> None:
-        record = self._ours(e.account, e.client_order_id, e.order_id)
+        record = self._ours(e.account, e.client_order_id, e.order_id, e.seq)
         if record is None:
             return
         record.venue_status = S.TRIGGERED
@@ -646,13 +691,15 @@ class OrderManager:
 
     def snapshot(self) -> OmsSnapshot:
         return OmsSnapshot(state=self.state(), orders=[msgspec.structs.replace(r, fills=list(r.fills))
-                                                        for r in self.records()])
+                                                        for r in self.records()],
+                           accounts=[self._account_counts(a) for a in sorted(self.accounts)])
 
     def restore(self, snapshot: OmsSnapshot) -> None:
         """Replace the whole state with `snapshot` (held-order ids and decisions are replayed in id order)."""
         st = snapshot.state
         self.sequencer = EventSequencer(st.seq)
-        self._next_n = st.next_n
+        self._checkpoint_seq, self._checkpoint_due = st.seq, False
+        self._next_n = max(st.next_n, 1 + max((r.n for r in snapshot.orders), default=0))
         self.ledger = Ledger.restore(st.ledger) if st.ledger is not None else self._fresh_ledger()
         for account, (cash, kind, currency) in self.accounts.items():
             if account not in self.ledger.accounts:
@@ -663,6 +710,13 @@ class OrderManager:
             counts.day, counts.orders, counts.cancels, counts.trades = (
                 c.counts.day, c.counts.orders, c.counts.cancels, c.counts.trades)
         self._day_pnl = {d.account: msgspec.structs.replace(d) for d in st.day_pnl}
+        for a in snapshot.accounts:  # newer than the checkpoint: the requests' counts since
+            counts = self.risk.counters.get(a.account, a.day * 86_400_000_000_000 - self._day_offset)
+            if counts.day == a.day:
+                counts.orders, counts.cancels = a.orders, a.cancels
+            known = self._day_pnl.get(a.account)
+            if a.pnl is not None and (known is None or a.pnl.day >= known.day):
+                self._day_pnl[a.account] = msgspec.structs.replace(a.pnl)
         self._orders, self._by_id, self._by_hold = {}, {}, {}
         self._working = {a: {} for a in self.accounts}
         self.held = HeldOrders()
@@ -685,7 +739,7 @@ class OrderManager:
             elif record.hold_state == "rejected":
                 self.held.reject(hold_id, record.decided_by, record.message)
         self._dirty.clear()
-        self._state_dirty = False
+        self._dirty_accounts.clear()
 
 
 def _same_order(record: OrderRecord, req: OrderRequest) -> bool:

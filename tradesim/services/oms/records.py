@@ -65,6 +65,8 @@ class OrderRecord(msgspec.Struct, kw_only=True):
     stuck: bool = False
     # Ticks the order's reservation (cash/margin) is valued at; fixed when the order is checked.
     reserve_price: int | None = None
+    # The venue seq of the last event applied to this record: a replay of the journal skips up to it.
+    seq: int = 0
     fills: list[Trade] = []
 
     @property

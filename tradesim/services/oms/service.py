@@ -4,6 +4,12 @@ persists through an `OrderStore`, and surfaces (then recovers) requests the venu
 All decisions live in `OrderManager` (pure); this shell only does I/O around it. Up to `concurrency`
 requests per RPC run at once (the bus's `serve(concurrency=)`), all on one event loop: the manager is
 only touched between awaits, so no locks are needed.
+
+Persistence is a group commit off the hot path: changes accumulate in the manager, one flusher task
+takes them as a batch (encoded on the loop), writes it in one transaction (in a thread for SQLite), and
+wakes the requests that wait for durability — a new order is routed, and a refusal or hold answered,
+only once its record is committed. Event-driven changes are written too but nobody waits for them:
+the venue journal has them, and a replay restores them.
 """
 
 from __future__ import annotations
@@ -13,6 +19,7 @@ import contextlib
 import logging
 import time
 from collections.abc import Awaitable, Callable, Iterable, Mapping
+from concurrent.futures import ThreadPoolExecutor
 from typing import Final, TypeVar
 
 import msgspec
@@ -38,7 +45,7 @@ from tradesim.services.compliance import ComplianceConfig
 from tradesim.services.oms import errors as E
 from tradesim.services.oms.algo_desk import AlgoDesk
 from tradesim.services.oms.errors import OmsRequestError
-from tradesim.services.oms.manager import AccountConfig, OrderManager, Outcome
+from tradesim.services.oms.manager import AccountConfig, AccountCounts, Dirty, OmsState, OrderManager, Outcome
 from tradesim.services.oms.messages import (
     OMS_MESSAGES,
     CancelRequest,
@@ -54,7 +61,7 @@ from tradesim.services.oms.messages import (
 )
 from tradesim.services.oms.parents import ParentStore
 from tradesim.services.oms.records import Key, OrderRecord
-from tradesim.services.oms.store import MemoryOrderStore, OrderStore
+from tradesim.services.oms.store import Batch, MemoryOrderStore, OrderStore, encode_batch
 from tradesim.services.risk import RiskConfig
 from tradesim.services.venue.messages import VENUE_MESSAGES, OrderStatusReply, OrderStatusRequest, VenueReply
 
@@ -107,6 +114,12 @@ class OmsService:
         self._inflight: dict[Key, asyncio.Future[OrderReply]] = {}
         self._seq_waiters: list[tuple[int, asyncio.Future[None]]] = []
         self._watchdog: asyncio.Task[None] | None = None
+        # Group commit: batches taken / written so far, and the requests waiting for a batch number.
+        self._taken = 0
+        self._written = 0
+        self._durable_waiters: list[tuple[int, asyncio.Future[None]]] = []
+        self._flusher: asyncio.Task[None] | None = None
+        self._executor: ThreadPoolExecutor | None = None
         self.algos = AlgoDesk(self, parent_store)  # algo parents: docs/algos.md
 
     # ---- lifecycle --------------------------------------------------------------------------------
@@ -139,7 +152,14 @@ class OmsService:
         await asyncio.gather(*tasks, return_exceptions=True)
         self._watchdog = None
         await self.algos.stop()
-        self._flush()
+        if self._flusher is not None:
+            await asyncio.gather(self._flusher, return_exceptions=True)
+        self.store.write(encode_batch(*_parts(self.manager.take_dirty(checkpoint=True))))  # a checkpoint
+        self._taken += 1
+        self._wake_durable(self._taken, None)
+        if self._executor is not None:
+            self._executor.shutdown(wait=True)
+            self._executor = None
 
     async def feed(self, events: Iterable[Event]) -> None:
         """The runtime's way in for venue events the OMS missed while down (any order, duplicates fine)."""
@@ -178,7 +198,7 @@ class OmsService:
 
     async def _reject_held(self, req: msgspec.Struct) -> Reply:
         outcome = self.manager.reject_held(_expect(req, HoldDecision), self.clock())
-        self._flush()
+        await self._durable()
         return OrderReply(order=outcome.record.view())
 
     async def _new(self, req: _T, decide: Callable[[_T], Outcome]) -> Reply:
@@ -191,7 +211,7 @@ class OmsService:
                 return await asyncio.shield(inflight)
             return OrderReply(order=record.view(), trades=list(record.fills))
         if outcome.route is None:
-            self._flush()
+            await self._durable()  # a refused or held order survives a restart once answered
             return OrderReply(order=record.view())
         future: asyncio.Future[OrderReply] = asyncio.get_running_loop().create_future()
         self._inflight[record.key] = future
@@ -214,7 +234,7 @@ class OmsService:
     async def _change(self, outcome: Outcome) -> Reply:
         record = outcome.record
         if outcome.route is None:
-            self._flush()
+            await self._durable()  # a refused or held order survives a restart once answered
             return OrderReply(order=record.view())
         trades, delivered = await self._route(record, outcome.route)
         if not delivered:
@@ -241,12 +261,12 @@ class OmsService:
         """Send `command` (after persisting the record); returns the trades it made for this order and
         False only when the venue provably never got it. A timeout leaves the request pending: the
         watchdog recovers it."""
-        self._flush()
+        await self._durable()  # the venue never holds an order the OMS could forget
         try:
             reply = await self.bus.request(self._subject(command), command, timeout=self.request_timeout)
         except NoRespondersError:
             self.manager.not_delivered(record.key, self.clock())
-            self._flush()
+            await self._durable()
             return [], False
         except (BusError, TimeoutError) as exc:
             log.warning("venue did not answer %s for %s: %s; left pending", type(command).__name__,
@@ -294,10 +314,73 @@ class OmsService:
             return False
 
     def _flush(self) -> None:
-        records, state = self.manager.take_dirty()
-        if records or state is not None:
-            self.store.save(records, state)
+        """Have the changes written soon (nobody waits); the parents' own store is written now."""
         self.algos.flush()
+        if self.manager.dirty and (self._flusher is None or self._flusher.done()):
+            self._flusher = asyncio.get_running_loop().create_task(self._flush_loop(), name="oms-flush")
+
+    async def _durable(self) -> None:
+        """Until every change made so far is committed (the batch being written, or the next one)."""
+        target = self._taken + (1 if self.manager.dirty else 0)
+        if self._written >= target:
+            return
+        if self._flusher is None or self._flusher.done():
+            # Nothing being written: write now, inline (a hop to the thread would only add latency).
+            # Under load a batch is usually in flight, and the request joins the next one instead.
+            self.algos.flush()
+            self._write_batch(self.store.write)
+            return
+        fut: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self._durable_waiters.append((target, fut))
+        self._flush()
+        await fut
+
+    async def _flush_loop(self) -> None:
+        """Group commit: one batch at a time, each with everything that changed while the last was written."""
+        loop = asyncio.get_running_loop()
+        while self.manager.dirty:
+            batch = encode_batch(*_parts(self.manager.take_dirty()))
+            self._taken += 1
+            gen = self._taken
+            error: BaseException | None = None
+            try:
+                if self.store.threaded:
+                    if self._executor is None:
+                        self._executor = ThreadPoolExecutor(1, thread_name_prefix="oms-store")
+                    await loop.run_in_executor(self._executor, self.store.write, batch)
+                else:
+                    self.store.write(batch)
+            except Exception as exc:
+                log.exception("oms store write failed")
+                error = exc
+            self._wake_durable(gen, error)
+            self.algos.flush()
+
+    def _write_batch(self, write: Callable[[Batch], None]) -> None:
+        """Take and write a batch on the loop's thread (the flusher must be idle)."""
+        batch = encode_batch(*_parts(self.manager.take_dirty()))
+        self._taken += 1
+        try:
+            write(batch)
+        except Exception as exc:
+            log.exception("oms store write failed")
+            self._wake_durable(self._taken, exc)
+            raise
+        self._wake_durable(self._taken, None)
+
+    def _wake_durable(self, gen: int, error: BaseException | None) -> None:
+        self._written = max(self._written, gen)
+        still = []
+        for target, fut in self._durable_waiters:
+            if target <= gen:
+                if not fut.done():
+                    if error is None:
+                        fut.set_result(None)
+                    else:
+                        fut.set_exception(error)
+            else:
+                still.append((target, fut))
+        self._durable_waiters = still
 
     # ---- stuck requests ---------------------------------------------------------------------------
 
@@ -382,6 +465,10 @@ def _expect(req: msgspec.Struct, tp: type[_T]) -> _T:
     if not isinstance(req, tp):
         raise OmsRequestError(E.BAD_REQUEST, f"expected {tp.__name__}, got {type(req).__name__}")
     return req
+
+
+def _parts(d: Dirty) -> tuple[list[OrderRecord], list[AccountCounts], OmsState | None]:
+    return d.records, d.accounts, d.checkpoint
 
 
 def _touches(trade: Trade, key: Key) -> bool:

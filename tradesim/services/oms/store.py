@@ -1,28 +1,75 @@
 """Persistence of what only the OMS knows: order records (refused and held orders never reach the venue
-journal) and the state next to them (last applied venue seq, Ledger replica, counters, market).
+journal), the per-account request counts next to them, and a rare checkpoint of the derived state.
 
-`OrderStore` is the port; `MemoryOrderStore` (tests, embedded runs without a data dir) and
-`SqliteOrderStore` implement it. One `save` is one transaction, so the records and the seq they
-reflect never disagree after a crash: the runtime re-feeds the venue events after `state.seq`.
+Writes are incremental: a `Batch` holds the records changed since the last one (upserted by
+(account, client_order_id)), the accounts whose daily order/cancel counts or day-start P&L changed,
+and — only now and then — a checkpoint (`OmsState`: the last applied venue seq, the Ledger replica,
+market view and counters as of that seq). Each record carries the venue seq of the last event applied
+to it, so a replay of the venue journal can skip what a record already has while the derived state is
+rebuilt from the events after the checkpoint. One batch is one transaction.
+
+`encode_batch` runs on the event loop (records are live, mutable objects); `write` may run in a thread.
 """
 
 from __future__ import annotations
 
 import sqlite3
 from collections.abc import Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Protocol
 
 import msgspec
 
-from tradesim.services.oms.manager import OmsSnapshot, OmsState
+from tradesim.services.oms.manager import AccountCounts, OmsSnapshot, OmsState
 from tradesim.services.oms.records import Key, OrderRecord
 
 
-class OrderStore(Protocol):
-    """Upsert changed records (and the state when it changed) atomically; load everything back."""
+@dataclass(slots=True)
+class Batch:
+    """One transaction's worth of encoded changes."""
 
-    def save(self, records: Sequence[OrderRecord], state: OmsState | None) -> None: ...
+    orders: list[tuple[str, str, int, str, bytes]] = field(default_factory=list)  # account, cid, n, status, data
+    accounts: list[tuple[str, bytes]] = field(default_factory=list)
+    checkpoint: bytes | None = None
+
+    def __bool__(self) -> bool:
+        return bool(self.orders or self.accounts or self.checkpoint is not None)
+
+
+_encoder = msgspec.msgpack.Encoder()
+_record_decoder = msgspec.msgpack.Decoder(OrderRecord)
+_state_decoder = msgspec.msgpack.Decoder(OmsState)
+_account_decoder = msgspec.msgpack.Decoder(AccountCounts)
+
+
+def encode_batch(records: Sequence[OrderRecord], accounts: Sequence[AccountCounts] = (),
+                 checkpoint: OmsState | None = None) -> Batch:
+    """Freezes the changes into bytes (call on the loop: the records keep changing after it)."""
+    encode = _encoder.encode
+    return Batch(
+        orders=[(r.account, r.client_order_id, r.n, r.status.value, encode(r)) for r in records],
+        accounts=[(a.account, encode(a)) for a in accounts],
+        checkpoint=encode(checkpoint) if checkpoint is not None else None,
+    )
+
+
+def _snapshot(state: bytes | None, orders: Sequence[bytes], accounts: Sequence[bytes]) -> OmsSnapshot | None:
+    if state is None and not orders and not accounts:
+        return None
+    return OmsSnapshot(
+        state=_state_decoder.decode(state) if state is not None else OmsState(),
+        orders=[_record_decoder.decode(b) for b in orders],
+        accounts=[_account_decoder.decode(b) for b in accounts],
+    )
+
+
+class OrderStore(Protocol):
+    """Writes a batch atomically; loads everything back. `threaded`: writes may block (run them in a thread)."""
+
+    threaded: bool
+
+    def write(self, batch: Batch) -> None: ...
 
     def load(self) -> OmsSnapshot | None:
         """The stored snapshot, None when the store is empty."""
@@ -31,36 +78,40 @@ class OrderStore(Protocol):
     def close(self) -> None: ...
 
 
-_record_encoder = msgspec.msgpack.Encoder()
-_record_decoder = msgspec.msgpack.Decoder(OrderRecord)
-_state_decoder = msgspec.msgpack.Decoder(OmsState)
+def save(store: OrderStore, records: Sequence[OrderRecord], accounts: Sequence[AccountCounts] = (),
+         checkpoint: OmsState | None = None) -> None:
+    """Encode and write in one go (tests, tools)."""
+    store.write(encode_batch(records, accounts, checkpoint))
 
 
 class MemoryOrderStore:
     """Keeps encoded copies, so a test that restarts an OMS on it sees exactly what SQLite would."""
 
+    threaded = False
+
     def __init__(self) -> None:
         self._records: dict[Key, bytes] = {}
+        self._accounts: dict[str, bytes] = {}
         self._state: bytes | None = None
 
-    def save(self, records: Sequence[OrderRecord], state: OmsState | None) -> None:
-        for record in records:
-            self._records[record.key] = _record_encoder.encode(record)
-        if state is not None:
-            self._state = _record_encoder.encode(state)
+    def write(self, batch: Batch) -> None:
+        for account, cid, _, _, data in batch.orders:
+            self._records[(account, cid)] = data
+        self._accounts.update(batch.accounts)
+        if batch.checkpoint is not None:
+            self._state = batch.checkpoint
 
     def load(self) -> OmsSnapshot | None:
-        if self._state is None and not self._records:
-            return None
-        state = _state_decoder.decode(self._state) if self._state is not None else OmsState()
-        return OmsSnapshot(state=state, orders=[_record_decoder.decode(b) for b in self._records.values()])
+        return _snapshot(self._state, list(self._records.values()), list(self._accounts.values()))
 
     def close(self) -> None:
         pass
 
 
 class SqliteOrderStore:
-    """`orders(account, client_order_id, n, data)` upserted per change, `meta('state')` the rest (WAL)."""
+    """`oms_orders` upserted per change, `oms_accounts` per account, `oms_meta('state')` the checkpoint (WAL)."""
+
+    threaded = True
 
     def __init__(self, path: str | Path) -> None:
         self.path = str(path)
@@ -72,22 +123,26 @@ class SqliteOrderStore:
             "n INTEGER NOT NULL, status TEXT NOT NULL, data BLOB NOT NULL, "
             "PRIMARY KEY (account, client_order_id))"
         )
+        self._db.execute("CREATE TABLE IF NOT EXISTS oms_accounts (account TEXT PRIMARY KEY, data BLOB NOT NULL)")
         self._db.execute("CREATE TABLE IF NOT EXISTS oms_meta (key TEXT PRIMARY KEY, value BLOB NOT NULL)")
 
-    def save(self, records: Sequence[OrderRecord], state: OmsState | None) -> None:
-        if not records and state is None:
+    def write(self, batch: Batch) -> None:
+        if not batch:
             return
         db = self._db
         db.execute("BEGIN IMMEDIATE")
         try:
-            db.executemany(
-                "INSERT INTO oms_orders (account, client_order_id, n, status, data) VALUES (?, ?, ?, ?, ?) "
-                "ON CONFLICT (account, client_order_id) DO UPDATE SET status = excluded.status, data = excluded.data",
-                [(r.account, r.client_order_id, r.n, r.status.value, _record_encoder.encode(r)) for r in records],
-            )
-            if state is not None:
-                db.execute("INSERT OR REPLACE INTO oms_meta (key, value) VALUES ('state', ?)",
-                           (_record_encoder.encode(state),))
+            if batch.orders:
+                db.executemany(
+                    "INSERT INTO oms_orders (account, client_order_id, n, status, data) VALUES (?, ?, ?, ?, ?) "
+                    "ON CONFLICT (account, client_order_id) DO UPDATE SET status = excluded.status, "
+                    "data = excluded.data",
+                    batch.orders,
+                )
+            if batch.accounts:
+                db.executemany("INSERT OR REPLACE INTO oms_accounts (account, data) VALUES (?, ?)", batch.accounts)
+            if batch.checkpoint is not None:
+                db.execute("INSERT OR REPLACE INTO oms_meta (key, value) VALUES ('state', ?)", (batch.checkpoint,))
             db.execute("COMMIT")
         except BaseException:
             db.execute("ROLLBACK")
@@ -95,11 +150,9 @@ class SqliteOrderStore:
 
     def load(self) -> OmsSnapshot | None:
         row = self._db.execute("SELECT value FROM oms_meta WHERE key = 'state'").fetchone()
-        rows = self._db.execute("SELECT data FROM oms_orders ORDER BY n").fetchall()
-        if row is None and not rows:
-            return None
-        state = _state_decoder.decode(row[0]) if row is not None else OmsState()
-        return OmsSnapshot(state=state, orders=[_record_decoder.decode(r[0]) for r in rows])
+        orders = [r[0] for r in self._db.execute("SELECT data FROM oms_orders ORDER BY n")]
+        accounts = [r[0] for r in self._db.execute("SELECT data FROM oms_accounts ORDER BY account")]
+        return _snapshot(row[0] if row is not None else None, orders, accounts)
 
     def close(self) -> None:
         self._db.close()
