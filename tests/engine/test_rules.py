@@ -239,6 +239,31 @@ def test_fok_against_partial_liquidity_does_not_trade(engine: MatchingEngine) ->
     assert engine.book(X).last_price is None
 
 
+def test_fok_that_does_not_cross_is_canceled_not_rested(engine: MatchingEngine) -> None:
+    engine.submit(new("s1", SELL, 105, 4, account="m"))
+    events = engine.submit(new("b", BUY, 101, 5, account="t", tif=TimeInForce.FOK))
+    assert summary(events) == [("accepted", 2), ("canceled", 2, "fok", 5)]
+    assert engine.book(X).depth(5) == ([], [(105, 4, 1)])
+    events = engine.submit(new("b2", BUY, 101, 5, account="t", tif=TimeInForce.FOK, ts=1))  # empty side
+    assert summary(events) == [("accepted", 3), ("canceled", 3, "fok", 5)]
+
+
+def test_plain_tifs_into_a_book_that_does_not_cross(engine: MatchingEngine) -> None:
+    engine.submit(new("s1", SELL, 105, 4, account="m"))
+    outcomes = {}
+    for i, tif in enumerate(TimeInForce):
+        extra = {"expire_ts": 100} if tif is TimeInForce.GTD else {}
+        outcomes[tif.value] = summary(engine.submit(new(f"b{i}", BUY, 100, 5, account="t", tif=tif, **extra)))[1:]
+    assert outcomes == {
+        "GTC": [],
+        "DAY": [],
+        "IOC": [("canceled", 4, "ioc", 5)],
+        "FOK": [("canceled", 5, "fok", 5)],
+        "GTD": [],
+    }
+    assert engine.book(X).depth(5) == ([(100, 15, 3)], [(105, 4, 1)])
+
+
 def test_fok_against_enough_liquidity_fills_completely(engine: MatchingEngine) -> None:
     engine.submit(new("s1", SELL, 100, 4, account="m"))
     engine.submit(new("s2", SELL, 101, 4, account="m"))

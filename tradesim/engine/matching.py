@@ -204,7 +204,7 @@ class MatchingEngine:
         otype = cmd.type
         tif = cmd.tif
         price = cmd.price
-        # A plain limit (no iceberg, not post-only, GTC/DAY/IOC) needs only the price check here.
+        # A plain limit (no iceberg, not post-only, not GTD) needs only the price check here.
         plain = otype is _LIMIT and cmd.display_qty is None and not cmd.post_only and tif is not _GTD
         if plain:
             if price is None or price <= 0:
@@ -254,7 +254,7 @@ class MatchingEngine:
             clients[coid] = order
         seq = self._seq + 1
         self._seq = seq
-        if plain and not crosses and tif is not _IOC:
+        if plain and not crosses and (tif is _GTC or tif is _DAY):
             # The most common command of all: a passive GTC or DAY limit, to the back of its level.
             events.append(
                 OrderAccepted(
