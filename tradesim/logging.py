@@ -22,6 +22,20 @@ _PRE_CHAIN: list[Any] = [
 ]
 
 
+def get_logger(name: str) -> Any:
+    """A structlog logger that goes through stdlib logging even if `configure_logging` never ran (a library
+    must not print to stdout by itself): then records are plain `event key=value` text at their level."""
+    if not structlog.is_configured():
+        structlog.configure(
+            processors=[structlog.contextvars.merge_contextvars, structlog.stdlib.filter_by_level,
+                        structlog.processors.KeyValueRenderer(key_order=["event"], drop_missing=True)],
+            logger_factory=structlog.stdlib.LoggerFactory(),
+            wrapper_class=structlog.stdlib.BoundLogger,
+            cache_logger_on_first_use=False,
+        )
+    return structlog.get_logger(name)
+
+
 def configure_logging(target: str | Path, *, level: int = logging.INFO, stderr_level: int = logging.WARNING) -> None:
     """Routes structlog and stdlib logging to JSON lines at `target` (a path or "-" for stdout)."""
     structlog.configure(

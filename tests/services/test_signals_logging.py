@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 import structlog
 
-from tradesim.logging import configure_logging
+from tradesim.logging import configure_logging, get_logger
 
 
 @pytest.fixture
@@ -24,6 +24,7 @@ def restore_logging() -> Iterator[None]:
             h.close()
     root.setLevel(level)
     structlog.reset_defaults()
+    get_logger("tradesim")  # back to routing through stdlib, as before the test
 
 
 def test_json_lines_with_correlation_id(tmp_path: Path, restore_logging: None) -> None:

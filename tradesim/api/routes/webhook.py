@@ -22,12 +22,13 @@ from tradesim.api.errors import ApiError
 from tradesim.api.metrics import Metrics
 from tradesim.bus import Bus, BusError, register, subjects
 from tradesim.domain import Instrument
+from tradesim.logging import get_logger
 from tradesim.services.config import SystemConfig
 from tradesim.services.signals.messages import SIGNALS_MESSAGES, Signal
 from tradesim.services.signals.schema import SignalError, parse, side_of, to_ticks
 from tradesim.services.signals.verify import NonceCacheFullError, WebhookAuthError, WebhookVerifier
 
-log = structlog.get_logger("tradesim.webhook")
+log = get_logger("tradesim.webhook")
 
 SECRET_FILE = "webhook.secret"
 

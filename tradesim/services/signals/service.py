@@ -19,6 +19,7 @@ import structlog
 
 from tradesim.bus import Bus, BusError, Delivery, Mode, Subscription, register, subjects
 from tradesim.domain import Instrument, OrderStatus
+from tradesim.logging import get_logger
 from tradesim.services.accounts.messages import GetPositions, PositionsReply
 from tradesim.services.oms.messages import OmsError, OrderReply, OrderRequest
 from tradesim.services.signals.config import SignalsConfig
@@ -26,7 +27,7 @@ from tradesim.services.signals.decision import Decision, decide, reference_price
 from tradesim.services.signals.messages import SIGNALS_MESSAGES, AuditEvent, OrderIntent, Signal
 from tradesim.services.venue.messages import BookReply, BookRequest
 
-log = structlog.get_logger("tradesim.signals")
+log = get_logger("tradesim.signals")
 
 SERVICE = "signals"
 GROUP = "signals-agent"
