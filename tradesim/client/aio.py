@@ -19,7 +19,23 @@ import httpx
 import msgspec
 
 from tradesim.client.errors import ApiError, Conflict, Rejected, TransportError, error_for
-from tradesim.client.models import Account, Book, Instrument, Order, OrderPage, Positions, Risk, Token
+from tradesim.client.models import (
+    Account,
+    Algo,
+    AlgoPage,
+    AlgoParams,
+    Bars,
+    Book,
+    Instrument,
+    Order,
+    OrderPage,
+    Positions,
+    Risk,
+    Ticker,
+    Token,
+    Trades,
+)
+from tradesim.client.stream import Message, Stream
 from tradesim.domain import STP, OrderStatus, OrderType, Side, TimeInForce
 
 T = TypeVar("T")
@@ -294,6 +310,86 @@ class AsyncClient:
 
     async def book(self, symbol: str, depth: int = 10) -> Book:
         return await self._request("GET", f"/book/{symbol}", Book, params={"depth": depth}, idempotent=True)
+
+    async def trades(self, symbol: str, limit: int = 100) -> Trades:
+        """The latest public trades, newest first (`limit` 1..1000)."""
+        return await self._request("GET", f"/trades/{symbol}", Trades, params={"limit": limit}, idempotent=True)
+
+    async def ticker(self, symbol: str) -> Ticker:
+        return await self._request("GET", f"/ticker/{symbol}", Ticker, idempotent=True)
+
+    async def bars(self, symbol: str, interval: int = 60, *, start: int | None = None, end: int | None = None,
+                   limit: int = 500) -> Bars:
+        """Closed OHLCV bars, oldest first; `interval` in seconds, `start`/`end` in ns since the epoch."""
+        params: dict[str, Any] = {"interval": interval, "limit": limit}
+        if start is not None:
+            params["start"] = start
+        if end is not None:
+            params["end"] = end
+        return await self._request("GET", f"/bars/{symbol}", Bars, params=params, idempotent=True)
+
+    # ---- algos -------------------------------------------------------------------------------------------
+
+    async def algo_order(self, symbol: str, side: Side | str, qty: int, algo: str,
+                         params: AlgoParams | None = None, *, client_id: str | None = None,
+                         account: str | None = None) -> Algo:
+        """Start a parent worked by `algo` (twap, vwap, pov, iceberg). `client_id` (generated when not given)
+        makes a re-send after a lost answer safe: the OMS answers the existing parent."""
+        knobs = msgspec.to_builtins(params or AlgoParams())
+        if knobs.get("limit_price") is not None:
+            knobs["limit_price"] = str(knobs["limit_price"])
+        body: dict[str, Any] = {"symbol": symbol, "side": str(side), "qty": qty, "algo": algo,
+                                "params": {k: v for k, v in knobs.items() if v is not None},
+                                "client_id": client_id or uuid.uuid4().hex}
+        if account is not None:
+            body["account"] = account
+        return await self._request("POST", "/algos", Algo, json=body, idempotent=True)
+
+    async def algo(self, algo_id: str, *, children: bool = False) -> Algo:
+        params = {"children": "true"} if children else None
+        return await self._request("GET", f"/algos/{algo_id}", Algo, params=params, idempotent=True)
+
+    async def algos(self, *, state: str | None = None, account: str | None = None, limit: int = 100,
+                    offset: int = 0) -> AlgoPage:
+        params: dict[str, Any] = {"limit": limit, "offset": offset}
+        if state is not None:
+            params["state"] = state
+        if account is not None:
+            params["account"] = account
+        return await self._request("GET", "/algos", AlgoPage, params=params, idempotent=True)
+
+    async def cancel_algo(self, algo_id: str) -> Algo:
+        """Stop the parent and cancel its open children."""
+        return await self._request("DELETE", f"/algos/{algo_id}", Algo, idempotent=True)
+
+    async def pause_algo(self, algo_id: str) -> Algo:
+        return await self._request("POST", f"/algos/{algo_id}/pause", Algo, idempotent=True)
+
+    async def resume_algo(self, algo_id: str) -> Algo:
+        return await self._request("POST", f"/algos/{algo_id}/resume", Algo, idempotent=True)
+
+    # ---- streaming ---------------------------------------------------------------------------------------
+
+    @property
+    def ws_url(self) -> str:
+        scheme, _, rest = self.base_url.partition("://")
+        return f"{'wss' if scheme == 'https' else 'ws'}://{rest}/ws"
+
+    async def stream(self, *, check_gaps: bool = True) -> Stream:
+        """An open `/ws` connection (authenticated when the client has a token) for several subscriptions:
+        `async with await client.stream() as s: await s.subscribe("level2", "AAPL.SIM"); async for m in s: ...`"""
+        if self._token is None and self._can_login():
+            await self._relogin(None)
+        return await Stream(self.ws_url, self._token, check_gaps=check_gaps).connect()
+
+    async def subscribe(self, channel: str, symbol: str | None = None, *, account: str | None = None,
+                        check_gaps: bool = True) -> AsyncIterator[Message]:
+        """One channel's frames as they come: the snapshot first, then updates (`trades`, `level2`, `ticker`
+        per symbol; `orders`, `positions` of the token's account). Closes the socket when the loop ends."""
+        async with await self.stream(check_gaps=check_gaps) as s:
+            await s.subscribe(channel, symbol, account=account)
+            async for msg in s:
+                yield msg
 
     # ---- accounts ----------------------------------------------------------------------------------------
 

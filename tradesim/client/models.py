@@ -189,3 +189,106 @@ class Risk(msgspec.Struct, frozen=True, kw_only=True):
     var_limit: Decimal | None
     var_breach: bool
     liquidations_in_flight: int = 0
+
+
+class TapeTrade(msgspec.Struct, frozen=True, kw_only=True):
+    """A public trade (no accounts)."""
+
+    trade_id: str
+    symbol: str
+    price: Decimal
+    qty: int
+    aggressor: Side
+    seq: int
+    ts: int
+
+
+class Trades(msgspec.Struct, frozen=True, kw_only=True):
+    symbol: str
+    trades: list[TapeTrade]  # newest first
+
+
+class Ticker(msgspec.Struct, frozen=True, kw_only=True):
+    """Best bid/ask, last trade, today's volume, turnover and VWAP."""
+
+    symbol: str
+    seq: int
+    ts: int
+    bid: Decimal | None
+    bid_qty: int
+    ask: Decimal | None
+    ask_qty: int
+    last: Decimal | None
+    last_qty: int
+    volume: int
+    turnover: Decimal
+    trades: int
+    vwap: Decimal | None
+    reference: Decimal | None = None
+
+
+class Bar(msgspec.Struct, frozen=True, kw_only=True):
+    start_ts: int  # ns
+    open: Decimal
+    high: Decimal
+    low: Decimal
+    close: Decimal
+    volume: int
+    turnover: Decimal
+    trades: int
+
+
+class Bars(msgspec.Struct, frozen=True, kw_only=True):
+    symbol: str
+    interval: int  # seconds
+    bars: list[Bar]  # oldest first
+
+
+class AlgoParams(msgspec.Struct, frozen=True, kw_only=True):
+    """An algo's knobs (docs/algos.md); which apply depends on the algo."""
+
+    duration_ms: int = 0
+    slices: int = 0
+    start_ts: int | None = None
+    participation: float = 0.0
+    display_qty: int = 0
+    limit_price: Decimal | None = None
+    min_child_qty: int = 0
+    profile: str = "u"
+    grace_ms: int = 0
+
+
+class Algo(msgspec.Struct, frozen=True, kw_only=True):
+    """A parent order worked by an algo (TWAP, VWAP, POV, iceberg); `children` only when asked for."""
+
+    algo_id: str
+    client_id: str
+    account: str
+    symbol: str
+    side: Side
+    qty: int
+    algo: str
+    params: AlgoParams
+    state: str
+    filled_qty: int
+    open_qty: int
+    avg_price: Decimal | None
+    child_count: int
+    start_ts: int = 0
+    end_ts: int = 0
+    created_ts: int = 0
+    updated_ts: int = 0
+    finished_ts: int = 0
+    reason: str = ""
+    market_volume: int = 0
+    tracking_error: float | None = None
+    slippage_bps: float | None = None
+    correlation_id: str = ""
+    children: list[Order] | None = None
+
+
+class AlgoPage(msgspec.Struct, frozen=True, kw_only=True):
+    algos: list[Algo]
+    total: int
+    limit: int
+    offset: int

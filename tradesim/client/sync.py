@@ -13,7 +13,23 @@ from types import TracebackType
 from typing import Any, TypeVar
 
 from tradesim.client.aio import DEFAULT_URL, AsyncClient, OrderRef, PriceLike
-from tradesim.client.models import Account, Book, Instrument, Order, OrderPage, Positions, Risk, Token
+from tradesim.client.models import (
+    Account,
+    Algo,
+    AlgoPage,
+    AlgoParams,
+    Bars,
+    Book,
+    Instrument,
+    Order,
+    OrderPage,
+    Positions,
+    Risk,
+    Ticker,
+    Token,
+    Trades,
+)
+from tradesim.client.stream import Message
 from tradesim.domain import OrderStatus, Side
 
 T = TypeVar("T")
@@ -99,6 +115,41 @@ class Client:
 
     def book(self, symbol: str, depth: int = 10) -> Book:
         return self._run(self.aio.book(symbol, depth))
+
+    def trades(self, symbol: str, limit: int = 100) -> Trades:
+        return self._run(self.aio.trades(symbol, limit))
+
+    def ticker(self, symbol: str) -> Ticker:
+        return self._run(self.aio.ticker(symbol))
+
+    def bars(self, symbol: str, interval: int = 60, *, start: int | None = None, end: int | None = None,
+             limit: int = 500) -> Bars:
+        return self._run(self.aio.bars(symbol, interval, start=start, end=end, limit=limit))
+
+    def algo_order(self, symbol: str, side: Side | str, qty: int, algo: str, params: AlgoParams | None = None, *,
+                   client_id: str | None = None, account: str | None = None) -> Algo:
+        return self._run(self.aio.algo_order(symbol, side, qty, algo, params, client_id=client_id, account=account))
+
+    def algo(self, algo_id: str, *, children: bool = False) -> Algo:
+        return self._run(self.aio.algo(algo_id, children=children))
+
+    def algos(self, *, state: str | None = None, account: str | None = None, limit: int = 100,
+              offset: int = 0) -> AlgoPage:
+        return self._run(self.aio.algos(state=state, account=account, limit=limit, offset=offset))
+
+    def cancel_algo(self, algo_id: str) -> Algo:
+        return self._run(self.aio.cancel_algo(algo_id))
+
+    def pause_algo(self, algo_id: str) -> Algo:
+        return self._run(self.aio.pause_algo(algo_id))
+
+    def resume_algo(self, algo_id: str) -> Algo:
+        return self._run(self.aio.resume_algo(algo_id))
+
+    def subscribe(self, channel: str, symbol: str | None = None, *, account: str | None = None,
+                  check_gaps: bool = True) -> Iterator[Message]:
+        """A blocking iterator of one channel's frames; close it (or leave the loop) to close the socket."""
+        return self._iterate(self.aio.subscribe(channel, symbol, account=account, check_gaps=check_gaps))
 
     def account(self, account: str | None = None) -> Account:
         return self._run(self.aio.account(account))
