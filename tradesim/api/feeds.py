@@ -310,8 +310,8 @@ class Hub:
             subs, snap = self._orders.setdefault(key, {}), ""
         elif channel == "positions":
             await self._private.ensure(self._start_private)
+            feed = self._positions.setdefault(key, _Positions())  # fills during the snapshot raise feed.want
             reply = await self.services.call("accounts", "positions", GetPositions(account=key), PositionsReply)
-            feed = self._positions.setdefault(key, _Positions())
             feed.sent = max(feed.sent, reply.seq)
             subs = feed.subs
             snap = encode(PositionsMsg(channel="positions", account=key, seq=reply.seq,
@@ -322,6 +322,10 @@ class Hub:
         if snap:
             sink.offer(snap)
         subs[sink] = None
+        if channel == "positions":
+            feed = self._positions[key]
+            if feed.want > feed.sent:  # a fill the snapshot may not include
+                self._refresh_positions(key, feed, feed.want)
 
     def unsubscribe(self, sink: Sink, channel: str, key: str) -> bool:
         """Remove `sink` from channel/key; False if it was not there."""
@@ -391,7 +395,7 @@ class Hub:
                     for frame in self._fills(e, account):
                         _fan(subs, frame)
                 feed = self._positions.get(account)
-                if feed is not None and feed.subs:
+                if feed is not None:
                     self._refresh_positions(account, feed, e.seq)
             return
         owner = getattr(e, "account", None)
@@ -454,7 +458,7 @@ class Hub:
 
     def _refresh_positions(self, account: str, feed: _Positions, seq: int) -> None:
         feed.want = max(feed.want, seq)
-        if feed.task is None or feed.task.done():
+        if feed.subs and (feed.task is None or feed.task.done()):
             feed.task = asyncio.create_task(self._push_positions(account, feed), name=f"ws-positions:{account}")
 
     async def _push_positions(self, account: str, feed: _Positions) -> None:
