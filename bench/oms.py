@@ -102,10 +102,11 @@ async def run(orders: int, clients: int, accounts: int, warmup: int, seed: int) 
                                        qty=rng.randint(1, 10) * 10, price=price, client_order_id=cid)
                     if not crossing:
                         resting.append(cid)
+                counted = measuring[0]
                 t0 = clock()
                 reply = await client.request(subject, req, timeout=30)  # type: ignore[arg-type]
                 elapsed = clock() - t0
-                if not measuring[0]:
+                if not counted:
                     continue
                 latencies.append(elapsed)
                 if isinstance(reply, OrderReply):
@@ -130,8 +131,10 @@ async def run(orders: int, clients: int, accounts: int, warmup: int, seed: int) 
         while not measuring[0] and not all(t.done() for t in tasks):
             await asyncio.sleep(0.001)
         start[0] = time.perf_counter()
+        cpu0 = time.process_time()
         await asyncio.gather(*tasks)
         seconds = time.perf_counter() - start[0]
+        cpu = time.process_time() - cpu0
         tick.cancel()
         await oms.stop()
         await venue.stop()
@@ -144,7 +147,8 @@ async def run(orders: int, clients: int, accounts: int, warmup: int, seed: int) 
         "bench": "oms", "clients": clients, "accounts": accounts, "requests": len(latencies),
         "seconds": round(seconds, 3), "orders_per_s": round(len(latencies) / seconds) if seconds else 0,
         "p50_ms": percentile(latencies, 0.50), "p99_ms": percentile(latencies, 0.99),
-        "max_ms": percentile(latencies, 1.0), **counts,
+        "max_ms": percentile(latencies, 1.0), "cpu_us_per_request": round(cpu / max(1, len(latencies)) * 1e6),
+        **counts,
     }
 
 

@@ -51,6 +51,7 @@ from tradesim.services.accounts.views import (
 )
 
 _EXACT: Final = Context(prec=100, rounding=ROUND_HALF_EVEN, traps=[InvalidOperation, DivisionByZero, Overflow, Inexact])
+_ROUND: Final = Context(prec=100, rounding=ROUND_HALF_EVEN, traps=[InvalidOperation, DivisionByZero, Overflow])
 _BPS: Final = Decimal(10_000)
 _AVG_PRICE_STEP: Final = Decimal("1e-10")
 _HASH_ENCODER: Final = msgspec.msgpack.Encoder(order="deterministic")
@@ -419,6 +420,13 @@ def _avg_price(cost: Decimal, qty: int, multiplier: Decimal) -> Decimal | None:
     """cost / (qty * multiplier): exact when it falls on the 1e-10 grid, else rounded half-even to it."""
     if qty == 0:
         return None
+    try:  # fast path (risk checks read this per order): a terminating quotient needs no Fraction
+        quotient = _EXACT.divide(cost, qty * multiplier)
+    except Inexact:
+        pass  # non-terminating: round through Fraction below
+    else:
+        on_grid = _ROUND.quantize(quotient, _AVG_PRICE_STEP)
+        return quotient if on_grid == quotient else on_grid
     exact = Fraction(cost) / (qty * Fraction(multiplier))
     steps = round(exact / Fraction(_AVG_PRICE_STEP))
     if Fraction(steps) * Fraction(_AVG_PRICE_STEP) == exact:

@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 from decimal import Decimal
 
 from tradesim.domain import Instrument, Side
-from tradesim.services.accounts import Ledger
+from tradesim.services.accounts import AccountView, Ledger
 from tradesim.services.oms.records import OrderRecord
 from tradesim.services.risk import TradingState
 
@@ -81,4 +81,54 @@ def exposure(
         open_order_count=count,
         positions={p.symbol: p.qty for p in view.positions},
         open_qtys=open_qtys,
+    )
+
+
+class Reserved:
+    """Running totals of one account's working orders (what `exposure()` would sum), kept up to date by
+    removing an order's old share and adding its new one on every change: a check costs O(1), not
+    O(working orders)."""
+
+    __slots__ = ("cash", "count", "margin", "open_qtys")
+
+    def __init__(self) -> None:
+        self.cash = Decimal(0)
+        self.margin = Decimal(0)
+        self.count = 0
+        self.open_qtys: dict[tuple[str, Side], int] = {}
+
+    def add(self, share: Share, sign: int) -> None:
+        cash, margin, symbol, side, leaves = share
+        self.cash += sign * cash
+        self.margin += sign * margin
+        self.count += sign
+        if leaves > 0:
+            key = (symbol, side)
+            qty = self.open_qtys.get(key, 0) + sign * leaves
+            if qty:
+                self.open_qtys[key] = qty
+            else:
+                self.open_qtys.pop(key, None)
+
+
+Share = tuple[Decimal, Decimal, str, Side, int]
+"""One working order's part of `Reserved`: (cash, margin, symbol, side, leaves qty)."""
+
+
+def share(record: OrderRecord, instrument: Instrument) -> Share:
+    cash, margin = reservation(record, instrument)
+    return cash, margin, record.symbol, record.side, record.leaves_qty
+
+
+def exposure_of(view: AccountView, reserved: Reserved, pnl_today: Decimal) -> AccountExposure:
+    """`exposure()` from a ledger view and the account's running totals."""
+    held = reserved.cash + reserved.margin
+    return AccountExposure(
+        cash_available=view.cash_available - held,
+        margin_available=view.margin_available - held,
+        equity=view.equity,
+        pnl_today=pnl_today,
+        open_order_count=reserved.count,
+        positions={p.symbol: p.qty for p in view.positions},
+        open_qtys=dict(reserved.open_qtys),
     )

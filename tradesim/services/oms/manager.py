@@ -37,11 +37,11 @@ from tradesim.domain import (
     Trade,
     transition,
 )
-from tradesim.services.accounts import AccountKind, Ledger, LedgerSnapshot
+from tradesim.services.accounts import AccountKind, AccountView, Ledger, LedgerSnapshot
 from tradesim.services.compliance import ComplianceConfig, ComplianceEngine
 from tradesim.services.oms import errors as E
 from tradesim.services.oms.errors import OmsRequestError
-from tradesim.services.oms.exposure import AccountExposure, exposure
+from tradesim.services.oms.exposure import AccountExposure, Reserved, Share, exposure_of, share
 from tradesim.services.oms.market import MarketView, SymbolMarket
 from tradesim.services.oms.messages import (
     CancelRequest,
@@ -180,6 +180,10 @@ class OrderManager:
         self._by_id: dict[int, Key] = {}
         self._by_hold: dict[str, Key] = {}
         self._working: dict[str, dict[Key, OrderRecord]] = {a: {} for a in self.accounts}
+        self._reserved: dict[str, Reserved] = {a: Reserved() for a in self.accounts}
+        self._shares: dict[Key, Share] = {}
+        self._views: dict[str, AccountView] = {}  # ledger views, dropped when a trade may change them
+        self._holders: dict[str, set[str]] = {}  # symbol -> accounts whose cached view holds it
         self._day_pnl: dict[str, DayPnl] = {}
         self._next_n = 1
         self._dirty: dict[Key, OrderRecord] = {}
@@ -226,12 +230,22 @@ class OrderManager:
         return found[req.offset:req.offset + req.limit], len(found)
 
     def account_state(self, account: str, ts: int) -> AccountExposure:
-        """The risk's AccountState for `account` at `ts` (ledger net of working orders' reservations)."""
-        return exposure(account, self.ledger, self._working.get(account, {}).values(), self.instruments,
-                        self._pnl_today(account, ts))
+        """The risk's AccountState for `account` at `ts` (ledger net of working orders' reservations).
 
-    def _pnl_today(self, account: str, ts: int) -> Decimal:
-        view = self.ledger.account(account)
+        O(1) per check: the ledger view is cached until a trade may change it, and the reservations are
+        running totals (`Reserved`) kept by `_touch`."""
+        view = self._view(account)
+        return exposure_of(view, self._reserved[account], self._pnl_today(account, ts, view))
+
+    def _view(self, account: str) -> AccountView:
+        view = self._views.get(account)
+        if view is None:
+            view = self._views[account] = self.ledger.account(account)
+            for p in view.positions:
+                self._holders.setdefault(p.symbol, set()).add(account)
+        return view
+
+    def _pnl_today(self, account: str, ts: int, view: AccountView) -> Decimal:
         total = view.equity - view.net_deposits
         day = (ts + self._day_offset) // 86_400_000_000_000
         base = self._day_pnl.get(account)
@@ -597,6 +611,11 @@ class OrderManager:
     def _on_trade(self, t: Trade) -> None:
         self.ledger.apply_trade(t)
         self.ledger.mark(t.symbol, t.price)
+        views = self._views
+        views.pop(t.maker_account, None)
+        views.pop(t.taker_account, None)
+        for holder in self._holders.pop(t.symbol, ()):  # the new mark moves their equity
+            views.pop(holder, None)
         self.market.on_trade(t)
         for account in {t.maker_account, t.taker_account}:
             self.risk.on_trade(account, t.ts)
@@ -674,9 +693,24 @@ class OrderManager:
         self._touch(record, ts)
 
     def _touch(self, record: OrderRecord, ts: int | None = None) -> None:
+        """Every change of a record comes through here: mark it for the store, re-count its reservation."""
         if ts is not None and ts > record.updated_ts:
             record.updated_ts = ts
-        self._dirty[record.key] = record
+        key = record.key
+        self._dirty[key] = record
+        self._reshare(record, key)
+
+    def _reshare(self, record: OrderRecord, key: Key) -> None:
+        """Replace the record's share of its account's `Reserved` (none once it stops working)."""
+        reserved = self._reserved.get(record.account)
+        if reserved is None:
+            return
+        old = self._shares.pop(key, None)
+        if old is not None:
+            reserved.add(old, -1)
+        if key in self._working.get(record.account, ()):
+            new = self._shares[key] = share(record, self.instruments[record.symbol])
+            reserved.add(new, 1)
 
     # ---- snapshot / restore -----------------------------------------------------------------------
 
@@ -719,6 +753,8 @@ class OrderManager:
                 self._day_pnl[a.account] = msgspec.structs.replace(a.pnl)
         self._orders, self._by_id, self._by_hold = {}, {}, {}
         self._working = {a: {} for a in self.accounts}
+        self._reserved = {a: Reserved() for a in self.accounts}
+        self._shares, self._views, self._holders = {}, {}, {}
         self.held = HeldOrders()
         for record in sorted(snapshot.orders, key=lambda r: r.n):
             record = msgspec.structs.replace(record, fills=list(record.fills))
@@ -727,6 +763,7 @@ class OrderManager:
                 self._by_id[record.order_id] = record.key
             if not record.terminal:
                 self._working.setdefault(record.account, {})[record.key] = record
+                self._reshare(record, record.key)
         held = sorted((r for r in self._orders.values() if r.hold_id), key=lambda r: int(r.hold_id[1:]))
         for record in held:
             decision = Decision(verdict=Verdict.HOLD, code=record.hold_code, message=record.hold_message)
