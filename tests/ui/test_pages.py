@@ -97,15 +97,15 @@ async def test_orders_fragment_shows_own_orders_with_cancel(client: httpx.AsyncC
     await client.post("/api/v1/orders", headers=stack.auth("bob"), json={**ORDER, "price": "189.00"})
     html = (await client.get("/ui/orders", params={"symbol": "AAPL.SIM"}, headers=stack.auth("alice"))).text
     assert html.count('class="order-row"') == 1 and f'id="order-{oid}"' in html
-    assert f'hx-delete="/api/v1/orders/{oid}"' in html
+    assert f'data-cancel="{oid}"' in html
     viewer = (await client.get("/ui/orders", headers=stack.auth("vic"))).text  # vic reads alice's account
-    assert f'id="order-{oid}"' in viewer and "hx-delete" not in viewer
+    assert f'id="order-{oid}"' in viewer and "data-cancel" not in viewer
 
     assert (await client.delete(f"/api/v1/orders/{oid}", headers=stack.auth("alice"))).status_code == 200
     html = (await client.get("/ui/orders", headers=stack.auth("alice"))).text
     assert "order-row" not in html and "no open orders" in html
     html = (await client.get("/ui/orders", params={"show": "all"}, headers=stack.auth("alice"))).text
-    assert f'id="order-{oid}"' in html and "canceled" in html and "hx-delete" not in html
+    assert f'id="order-{oid}"' in html and "canceled" in html and "data-cancel" not in html
 
 
 async def test_orders_fragment_bad_parameters(client: httpx.AsyncClient, stack: Stack) -> None:

@@ -35,17 +35,7 @@
     ev.detail.headers["Authorization"] = "Bearer " + token;
   });
   document.body.addEventListener("htmx:responseError", (ev) => {
-    const xhr = ev.detail.xhr;
-    if (xhr.status === 401) return signOut();
-    let message = xhr.status + "";
-    try { message = JSON.parse(xhr.responseText).message || message; } catch (e) { /* not JSON */ }
-    if (ev.detail.elt.classList.contains("cancel")) say("#entry-msg", "cancel failed: " + message, false);
-  });
-  document.body.addEventListener("htmx:afterRequest", (ev) => {
-    if (ev.detail.elt.classList.contains("cancel") && ev.detail.successful) {
-      say("#entry-msg", "canceled " + ev.detail.elt.closest("tr").dataset.orderId, true);
-      refresh();
-    }
+    if (ev.detail.xhr.status === 401) signOut();
   });
 
   async function api(method, path, body) {
@@ -64,6 +54,19 @@
     for (const id of ["#book", "#orders", "#positions"]) htmx.trigger(id, "refresh");
   }
 
+  // Refreshes asked for by pushed events, at most one per panel per 250 ms (the polls stay as the fallback).
+  const pending = new Set();
+  let pendingTimer = null;
+  function soon(...ids) {
+    ids.forEach((id) => pending.add(id));
+    if (pendingTimer) return;
+    pendingTimer = setTimeout(() => {
+      pendingTimer = null;
+      pending.forEach((id) => htmx.trigger(id, "refresh"));
+      pending.clear();
+    }, 250);
+  }
+
   function say(sel, text, ok) {
     const el = $(sel);
     el.textContent = text;
@@ -72,6 +75,21 @@
 
   $("#logout").addEventListener("click", signOut);
   $("#symbol").addEventListener("change", (ev) => location.assign("/?symbol=" + encodeURIComponent(ev.target.value)));
+
+  // Cancel buttons: one listener on the page, since the polls replace the rows (and their buttons) at any time.
+  document.addEventListener("click", async (ev) => {
+    const button = ev.target.closest("button[data-cancel]");
+    if (!button) return;
+    const id = button.dataset.cancel;
+    button.disabled = true;
+    try {
+      const { ok, data } = await api("DELETE", "/api/v1/orders/" + encodeURIComponent(id));
+      say("#entry-msg", ok ? `canceled #${id}` : `cancel #${id} failed: ${data.message || data.error}`, ok);
+    } catch (e) {
+      say("#entry-msg", "cannot reach the server", false);
+    }
+    refresh();
+  });
 
   // --- my orders: open / all ----------------------------------------------------------------------------
   document.querySelectorAll("input[name=show]").forEach((radio) => radio.addEventListener("change", () => {
@@ -263,9 +281,13 @@
     ws.onopen = () => {
       ws.send(JSON.stringify({ op: "auth", token }));
       ws.send(JSON.stringify({ op: "subscribe", channel: "trades", symbol }));
+      ws.send(JSON.stringify({ op: "subscribe", channel: "orders" }));
+      ws.send(JSON.stringify({ op: "subscribe", channel: "positions" }));
     };
     ws.onmessage = (ev) => {
       const msg = JSON.parse(ev.data);
+      if (msg.channel === "orders" && msg.type !== "subscribed") return soon("#orders", "#book", "#positions");
+      if (msg.channel === "positions" && msg.type !== "subscribed") return soon("#positions");
       if (msg.channel !== "trades") return;
       if (msg.type === "snapshot") {
         live = true;
@@ -276,6 +298,7 @@
         onTrades(msg.trades || [], false);
       } else if (msg.type === "trade") {
         onTrades([msg], true);
+        soon("#book");
       }
     };
     ws.onclose = () => {
