@@ -98,10 +98,20 @@ def server(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[str]:
         thread.stop()
 
 
-def test_login_place_see_cancel(server: str) -> None:
-    if not os.path.exists(CHROMIUM):
-        pytest.fail(f"{CHROMIUM} not found: the browser test needs Debian's chromium; run "
+def require_chromium(path: str = CHROMIUM) -> None:
+    """Fail (never skip: a skipped browser test hides a broken UI) and name the fix."""
+    if not os.path.exists(path):
+        pytest.fail(f"{path} not found: the browser test needs Debian's chromium; run "
                     "`apt-get update && apt-get install -y chromium` (make test does this)")
+
+
+def test_missing_chromium_fails_naming_the_fix(tmp_path: Path) -> None:
+    with pytest.raises(pytest.fail.Exception, match="apt-get install -y chromium"):
+        require_chromium(str(tmp_path / "no-chromium"))
+
+
+def test_login_place_see_cancel(server: str) -> None:
+    require_chromium()
     from playwright.sync_api import expect, sync_playwright
 
     with sync_playwright() as pw:
