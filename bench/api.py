@@ -117,6 +117,8 @@ class Driver:
         self.http = httpx.AsyncClient(base_url=url, limits=limits, timeout=httpx.Timeout(30.0, pool=None))
         self.headers: list[dict[str, str]] = []
         self.seq = 0
+        # httpx's pool degrades badly with thousands of queued requests: queue here, at most one per connection
+        self.slots = asyncio.Semaphore(connections)
 
     async def login(self) -> None:
         for username in account_names(self.accounts):
@@ -151,7 +153,8 @@ class Driver:
         tasks: set[asyncio.Task[None]] = set()
 
         async def one(n: int, due_ns: int) -> None:
-            status = await self.post(n, tag)
+            async with self.slots:
+                status = await self.post(n, tag)
             latencies.append(time.perf_counter_ns() - due_ns)
             statuses[status] += 1
 
