@@ -13,6 +13,7 @@ from pathlib import Path
 import msgspec
 import pytest
 
+from tests.services.oms_support import ACCOUNTS, COMPLIANCE, INSTRUMENTS, REFERENCE, RISK
 from tradesim.bus import Bus, BusError, Delivery, open_bus, subjects
 from tradesim.domain import Event, NewOrder, OrderType, Side, TimeInForce
 from tradesim.services.oms import OmsService, SqliteOrderStore
@@ -27,7 +28,6 @@ from tradesim.services.oms.messages import (
 from tradesim.services.oms.service import EVENT_TYPES
 from tradesim.services.venue.service import VenueService
 from tradesim.store import open_journal
-from tests.services.oms_support import ACCOUNTS, COMPLIANCE, INSTRUMENTS, REFERENCE, RISK
 
 T0 = 1_767_605_400_000_000_000
 
