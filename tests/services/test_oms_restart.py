@@ -95,6 +95,8 @@ class Run:
         for sub in oms._subs:
             with contextlib.suppress(BusError):
                 await sub.unsubscribe()
+        if oms._kick is not None:
+            oms._kick.cancel()
         tasks = [t for t in (oms._watchdog, oms._flusher, oms.algos._task) if t is not None]
         for task in tasks:
             task.cancel()

@@ -97,6 +97,7 @@ class OmsService:
         concurrency: int = 16,
         venue: str = "venue",
         parent_store: ParentStore | None = None,
+        flush_linger: float = 0.005,
     ) -> None:
         if request_timeout <= 0 or stuck_after <= 0 or concurrency < 1:
             raise ValueError("request_timeout and stuck_after must be positive, concurrency at least 1")
@@ -119,6 +120,9 @@ class OmsService:
         self._written = 0
         self._durable_waiters: list[tuple[int, asyncio.Future[None]]] = []
         self._flusher: asyncio.Task[None] | None = None
+        self._writing = False  # a batch is being written (in the thread): requests join the next one
+        self._kick: asyncio.TimerHandle | None = None
+        self.flush_linger = flush_linger  # event-driven changes wait this long to share a transaction
         self._executor: ThreadPoolExecutor | None = None
         self.algos = AlgoDesk(self, parent_store)  # algo parents: docs/algos.md
 
@@ -152,6 +156,9 @@ class OmsService:
         await asyncio.gather(*tasks, return_exceptions=True)
         self._watchdog = None
         await self.algos.stop()
+        if self._kick is not None:
+            self._kick.cancel()
+            self._kick = None
         if self._flusher is not None:
             await asyncio.gather(self._flusher, return_exceptions=True)
         self.store.write(encode_batch(*_parts(self.manager.take_dirty(checkpoint=True))))  # a checkpoint
@@ -314,9 +321,15 @@ class OmsService:
             return False
 
     def _flush(self) -> None:
-        """Have the changes written soon (nobody waits); the parents' own store is written now."""
+        """Have the changes written within `flush_linger` (nobody waits for them, so they may gather
+        into one transaction); the parents' own store is written now."""
         self.algos.flush()
-        if self.manager.dirty and (self._flusher is None or self._flusher.done()):
+        if self.manager.dirty and self._kick is None and not self._writing:
+            self._kick = asyncio.get_running_loop().call_later(self.flush_linger, self._start_flusher)
+
+    def _start_flusher(self) -> None:
+        self._kick = None
+        if self.manager.dirty and not self._writing and (self._flusher is None or self._flusher.done()):
             self._flusher = asyncio.get_running_loop().create_task(self._flush_loop(), name="oms-flush")
 
     async def _durable(self) -> None:
@@ -324,7 +337,7 @@ class OmsService:
         target = self._taken + (1 if self.manager.dirty else 0)
         if self._written >= target:
             return
-        if self._flusher is None or self._flusher.done():
+        if not self._writing:
             # Nothing being written: write now, inline (a hop to the thread would only add latency).
             # Under load a batch is usually in flight, and the request joins the next one instead.
             self.algos.flush()
@@ -343,6 +356,7 @@ class OmsService:
             self._taken += 1
             gen = self._taken
             error: BaseException | None = None
+            self._writing = True
             try:
                 if self.store.threaded:
                     if self._executor is None:
@@ -353,6 +367,8 @@ class OmsService:
             except Exception as exc:
                 log.exception("oms store write failed")
                 error = exc
+            finally:
+                self._writing = False
             self._wake_durable(gen, error)
             self.algos.flush()
 

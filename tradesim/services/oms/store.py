@@ -113,11 +113,15 @@ class SqliteOrderStore:
 
     threaded = True
 
-    def __init__(self, path: str | Path) -> None:
+    def __init__(self, path: str | Path, *, synchronous: str = "NORMAL") -> None:
+        """`synchronous`: SQLite's durability; NORMAL (WAL: a commit survives a process crash, the last
+        ones may not survive a power cut), FULL, or OFF for simulations that can be run again."""
+        if synchronous.upper() not in ("OFF", "NORMAL", "FULL", "EXTRA"):
+            raise ValueError(f"synchronous must be OFF, NORMAL, FULL or EXTRA, got {synchronous!r}")
         self.path = str(path)
         self._db = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
         self._db.execute("PRAGMA journal_mode=WAL")
-        self._db.execute("PRAGMA synchronous=NORMAL")
+        self._db.execute(f"PRAGMA synchronous={synchronous.upper()}")
         self._db.execute(
             "CREATE TABLE IF NOT EXISTS oms_orders (account TEXT NOT NULL, client_order_id TEXT NOT NULL, "
             "n INTEGER NOT NULL, status TEXT NOT NULL, data BLOB NOT NULL, "
