@@ -383,7 +383,9 @@ class MatchingEngine:
         """Cancel/replace of an open order; see docs/matching.md "Modify" for priority and matching."""
         events: list[Event] = []
         ts = cmd.ts
-        self._expire_due(ts, events)
+        expiry = self._expiry
+        if expiry and expiry[0][0] <= ts:
+            self._expire_due(ts, events)
         account = cmd.account
         coid = cmd.client_order_id
         symbol = cmd.symbol
@@ -401,13 +403,14 @@ class MatchingEngine:
                 None,
             )
             return events
-        order = self._open_order(account, coid, symbol)
-        if order is None:
+        clients = self._clients.get(account)
+        order = clients.get(coid) if clients is not None else None
+        if order is None or not order.leaves_qty or order.command.symbol != symbol:
             self._reject_unknown(account, coid, symbol, ts, events)
             return events
         oid = order.order_id
         book = self._books[symbol]
-        lot = book.instrument.lot_size
+        lot = book.lot_size
         if new_qty is not None and (new_qty <= order.filled_qty or new_qty % lot):
             self._reject_modify(
                 order,
@@ -556,16 +559,6 @@ class MatchingEngine:
         if instrument.symbol not in self._instruments:
             self._instruments[instrument.symbol] = instrument
             self._books[instrument.symbol] = OrderBook(instrument)
-
-    def _open_order(self, account: str, client_order_id: str, symbol: str) -> Order | None:
-        """The open order so named on `symbol`, or None (unknown, finished or on another symbol)."""
-        clients = self._clients.get(account)
-        if clients is None:
-            return None
-        order = clients.get(client_order_id)
-        if order is None or not order.leaves_qty or order.command.symbol != symbol:
-            return None
-        return order
 
     def _execute(self, book: OrderBook, order: Order, ts: int, events: list[Event]) -> None:
         """An incoming order (new or just triggered): FOK check, matching, then rest or cancel the rest."""
