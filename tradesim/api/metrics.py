@@ -303,36 +303,18 @@ def _order_result(status: int) -> str:
     return "invalid" if status < 500 else "error"
 
 
+class _VenueTimings:
+    """The venue's timing hook, feeding the match and journal-commit histograms."""
+
+    def __init__(self, metrics: Metrics) -> None:
+        self.engine = metrics.match_latency.observe
+        self.journal = metrics.journal_commit.observe
+
+
 def instrument_system(system: System, metrics: Metrics) -> None:
-    """Times the embedded venue's engine and journal for /metrics. A stop-gap until the venue and the journal
-    expose timing hooks: it swaps the live engine's class for a timed subclass (same slots) and wraps the
-    journal's `append` on the instance; the venue's behaviour and ordering are unchanged."""
-    from tradesim.engine import MatchingEngine
-
+    """Connects the embedded venue's timing hook and the journal's counters to /metrics."""
     venue, journal = system.venue, system.journal
-    if venue is not None and type(venue.engine) is MatchingEngine:
-        hist = metrics.match_latency
-        base_apply = MatchingEngine.apply
-
-        def apply(self: MatchingEngine, command: Any) -> Any:
-            start = time.perf_counter()
-            try:
-                return base_apply(self, command)
-            finally:
-                hist.observe(time.perf_counter() - start)
-
-        timed = type("TimedMatchingEngine", (MatchingEngine,), {"__slots__": (), "apply": apply})
-        venue.engine.__class__ = timed
-    original = journal.append
-    commit = metrics.journal_commit
-
-    async def append(*args: Any, **kwargs: Any) -> Any:
-        start = time.perf_counter()
-        try:
-            return await original(*args, **kwargs)
-        finally:
-            commit.observe(time.perf_counter() - start)
-
-    journal.append = append  # type: ignore[method-assign]
+    if venue is not None:
+        venue.timings = _VenueTimings(metrics)
     metrics.journal_appends.read = lambda: journal.stats.appends
     metrics.journal_transactions.read = lambda: journal.stats.transactions

@@ -17,7 +17,7 @@ import logging
 import time
 from collections import deque
 from collections.abc import Callable, Iterable
-from typing import Final, TypeVar
+from typing import Final, Protocol, TypeVar
 
 import msgspec
 
@@ -149,6 +149,14 @@ def trade_print(trade: Trade) -> TradePrint:
                       price=trade.price, qty=trade.qty, aggressor=trade.aggressor)
 
 
+class VenueTimings(Protocol):
+    """Where the venue reports how long its two costly steps took, for whoever exports metrics."""
+
+    def engine(self, seconds: float) -> None: ...
+
+    def journal(self, seconds: float) -> None: ...
+
+
 # ---- the service --------------------------------------------------------------------------------
 class VenueService:
     """Owns a MatchingEngine recovered from `journal` and serves it on `bus` (see the module docstring).
@@ -202,6 +210,8 @@ class VenueService:
         self._depth_at: dict[str, float] = {}
         self._in_flight = 0
         self._idle = asyncio.Event()
+        # Set by a metrics exporter; None costs nothing on the command path.
+        self.timings: VenueTimings | None = None
         self._idle.set()
         self._subs: list[Subscription] = []
         self._drainer: asyncio.Task[None] | None = None
@@ -324,11 +334,15 @@ class VenueService:
         if symbol is not None:
             self._capture_depth(symbol)
         engine = self._engine
+        timings = self.timings
+        started = time.perf_counter() if timings is not None else 0.0
         try:
             events = engine.apply(command)
         except Exception as exc:  # an engine bug: its state is unknown, only a replay can be trusted
             self._fail(exc)
             raise self._unavailable() from exc
+        if timings is not None:
+            timings.engine(time.perf_counter() - started)
         self._jseq += 1
         jseq = self._jseq
         touched: dict[str, None] = {}
@@ -379,9 +393,12 @@ class VenueService:
         self._enter()
         try:
             command, payload, entry = self._admit(command)
+            queued = time.perf_counter()
             try:
                 # No await between _admit and here: journal.append queues the command before it suspends.
                 record = await self.journal.append(command, ts=command.ts, payload=payload)
+                if self.timings is not None:
+                    self.timings.journal(time.perf_counter() - queued)
             except asyncio.CancelledError:
                 self._wake.set()  # it may still be journaled: the drainer publishes it if so
                 raise
