@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import msgspec
-from hypothesis import given
+from hypothesis import Phase, given, settings
 from hypothesis import strategies as st
 
 from tests.engine.reference import ReferenceEngine
@@ -37,6 +37,9 @@ from tradesim.domain import (
 from tradesim.engine import MatchingEngine
 
 Levels = list[tuple[int, int, int]]
+
+# The profile's settings, minus the "explain" phase: on a failure it costs more than the shrink itself.
+fast_failure = settings(phases=[Phase.explicit, Phase.reuse, Phase.generate, Phase.target, Phase.shrink])
 
 
 def fresh(scenario: Scenario) -> MatchingEngine:
@@ -251,6 +254,7 @@ def ledger_of(scenario: Scenario) -> tuple[MatchingEngine, Ledger]:
 # -------------------------------------------------------------------------------- properties
 
 
+@fast_failure
 @given(scenarios())
 def test_book_never_crossed(scenario: Scenario) -> None:
     """After every command each side is sorted best first and best bid < best ask."""
@@ -267,6 +271,7 @@ def test_book_never_crossed(scenario: Scenario) -> None:
                 assert bids[0][0] < asks[0][0], f"crossed {bids[0]} / {asks[0]}\n" + explain(scenario, i)
 
 
+@fast_failure
 @given(scenarios())
 def test_quantity_conserved(scenario: Scenario) -> None:
     """For every order filled + leaves + canceled/expired = quantity, and open orders show in depth."""
@@ -285,6 +290,7 @@ def test_quantity_conserved(scenario: Scenario) -> None:
         assert sum(n for _, _, n in bids + asks) == len(resting), symbol
 
 
+@fast_failure
 @given(scenarios())
 def test_trades_within_limits(scenario: Scenario) -> None:
     """A trade is at the maker's resting price and never beyond the taker's limit."""
@@ -292,6 +298,7 @@ def test_trades_within_limits(scenario: Scenario) -> None:
     assert not ledger.violations["limits"], ledger.violations["limits"]
 
 
+@fast_failure
 @given(scenarios())
 def test_fifo_within_level(scenario: Scenario) -> None:
     """The maker of every trade is the oldest order of the best level (icebergs re-queue on refill)."""
@@ -299,6 +306,7 @@ def test_fifo_within_level(scenario: Scenario) -> None:
     assert not ledger.violations["fifo"], ledger.violations["fifo"]
 
 
+@fast_failure
 @given(scenarios())
 def test_deterministic(scenario: Scenario) -> None:
     """Two fresh engines, one fed through apply() and one through the typed methods, agree exactly."""
@@ -308,6 +316,7 @@ def test_deterministic(scenario: Scenario) -> None:
     assert a.state_hash() == b.state_hash()
 
 
+@fast_failure
 @given(scenarios(), st.data())
 def test_snapshot_restore_equals_uninterrupted_run(scenario: Scenario, data: st.DataObject) -> None:
     """Snapshot at any point, restore (also via msgpack bytes), run the rest: same events and hash."""
@@ -327,6 +336,7 @@ def test_snapshot_restore_equals_uninterrupted_run(scenario: Scenario, data: st.
     assert restored.state_hash() == whole.state_hash()
 
 
+@fast_failure
 @given(scenarios())
 def test_engine_equals_reference(scenario: Scenario) -> None:
     """Event for event (rejection messages aside), depth and last price, after every command."""
