@@ -15,7 +15,7 @@ from litestar.openapi.spec import Components, SecurityScheme
 
 from tradesim.api.auth import Authenticator, jwt_secret
 from tradesim.api.context import Context
-from tradesim.api.errors import EXCEPTION_HANDLERS
+from tradesim.api.errors import EXCEPTION_HANDLERS, document_errors
 from tradesim.api.feeds import Hub
 from tradesim.api.metrics import Metrics
 from tradesim.api.ratelimit import RateLimiter
@@ -51,10 +51,13 @@ def create_app(bus: Bus, config: SystemConfig, users: UserStore, *, secret: str 
     hub = Hub(bus, ctx.services, ctx.instruments)
     metrics = metrics or Metrics(monotonic=monotonic)  # /metrics, /api/v1/system/metrics
     metrics.bind(bus)
-    v1 = Router(path=API_PREFIX, route_handlers=[*auth.ROUTES, *orders.ROUTES, *market.ROUTES, *accounts.ROUTES,
-                                                 *algos.ROUTES, *system_routes.V1_ROUTES])
+    v1_routes = [*auth.ROUTES, *orders.ROUTES, *market.ROUTES, *accounts.ROUTES, *algos.ROUTES,
+                 *system_routes.V1_ROUTES]
+    other_routes = [*ops.ROUTES, *system_routes.ROUTES, *webhook.ROUTES]
+    document_errors([*v1_routes, *other_routes])  # the {"error", "message"} shape, in the OpenAPI schema
+    v1 = Router(path=API_PREFIX, route_handlers=v1_routes)
     return Litestar(
-        route_handlers=[v1, *ops.ROUTES, *UI_ROUTES, *WS_ROUTES, *system_routes.ROUTES, *webhook.ROUTES],
+        route_handlers=[v1, *other_routes, *UI_ROUTES, *WS_ROUTES],
         middleware=[metrics.middleware],
         logging_config=None,  # `tradesim run` configures logging (tradesim.logging); Litestar must not replace it
         on_startup=[hub.start],

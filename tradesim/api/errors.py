@@ -12,6 +12,10 @@ from typing import Any
 
 from litestar import Request, Response
 from litestar.exceptions import HTTPException, ValidationException
+from litestar.handlers import HTTPRouteHandler
+from litestar.openapi import ResponseSpec
+
+from tradesim.api.models import ErrorOut
 
 log = logging.getLogger("tradesim.api")
 
@@ -62,6 +66,26 @@ def _http(_: Request[Any, Any, Any], exc: HTTPException) -> Response[dict[str, A
 def _bug(request: Request[Any, Any, Any], exc: Exception) -> Response[dict[str, Any]]:
     log.exception("unhandled error in %s %s", request.method, request.url.path, exc_info=exc)
     return error_response(500, "internal", f"internal error ({type(exc).__name__}); see the server log")
+
+
+_DOCUMENTED = {400: "malformed request or parameter; nothing changed", 401: "missing, invalid or expired token",
+               403: "the role may not do this", 404: "unknown order, symbol, account or route",
+               405: "method not allowed", 409: "conflicts with the order's state",
+               422: "order refused by compliance, risk or the engine (it exists as rejected)",
+               429: "rate limited (see Retry-After)", 500: "a bug (logged)", 502: "a service failed answering",
+               503: "a service is not running or did not answer in time"}
+ERROR_RESPONSES: dict[int, ResponseSpec] = {
+    status: ResponseSpec(data_container=ErrorOut, description=text, generate_examples=False)
+    for status, text in _DOCUMENTED.items()}
+
+
+def document_errors(handlers: list[Any]) -> None:
+    """Declare the error responses above in the OpenAPI schema of every HTTP handler in `handlers` (instead of
+    Litestar's default 400 `{status_code, detail}` shape, which these handlers never send). A handler's own
+    `responses` win."""
+    for handler in handlers:
+        if isinstance(handler, HTTPRouteHandler):
+            handler.responses = {**ERROR_RESPONSES, **(handler.responses or {})}
 
 
 EXCEPTION_HANDLERS: dict[Any, Any] = {

@@ -55,9 +55,14 @@ class TokenOut(msgspec.Struct, kw_only=True):
 
 
 class ErrorOut(msgspec.Struct, kw_only=True):
+    """Every error (tradesim.api.errors): a stable snake_case `error` and a human `message`; a refused order
+    (422) also names the order it created, and a 503 from /readyz lists each service's state."""
+
     error: str
     message: str
     order_id: str | None = None
+    order: OrderOut | None = None
+    services: dict[str, str] | None = None
 
 
 class TradeOut(msgspec.Struct, kw_only=True):

@@ -13,7 +13,7 @@ from tradesim.api.metrics import Metrics
 CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 
 
-@get("/metrics", security=[{}], include_in_schema=True)
+@get("/metrics", security=[{}], include_in_schema=True, media_type=CONTENT_TYPE)
 async def prometheus(request: Request[Any, Any, Any]) -> Response[str]:
     """Counters, gauges and histograms in the Prometheus text exposition format 0.0.4."""
     metrics: Metrics = request.app.state["metrics"]
