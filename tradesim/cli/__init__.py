@@ -20,11 +20,11 @@ class CliError(Exception):
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from tradesim.cli import audit, replay, run, simulate, users
+    from tradesim.cli import audit, cluster, replay, run, simulate, users
 
     parser = argparse.ArgumentParser(prog="tradesim", description=__doc__.splitlines()[0] if __doc__ else None)
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
-    for module in (run, simulate, replay, audit, users):
+    for module in (run, simulate, replay, audit, users, cluster):
         module.register(sub)
     return parser
 
