@@ -18,6 +18,7 @@ from hypothesis import strategies as st
 from tests.engine.reference import ReferenceEngine
 from tests.engine.strategies import Scenario, scenarios
 from tradesim.domain import (
+    TERMINAL,
     CancelOrder,
     Event,
     ExpireOrders,
@@ -28,6 +29,7 @@ from tradesim.domain import (
     OrderExpired,
     OrderModified,
     OrderRejected,
+    OrderStatus,
     OrderTriggered,
     OrderType,
     Side,
@@ -120,6 +122,7 @@ class Ledger:
         self.orders: dict[int, Tracked] = {}
         self.clock = 0
         self.pending: list[int] = []  # incoming orders that rest once their matching is over
+        self.final: dict[int, OrderStatus] = {}  # the status each finished order must end in
         self.violations: dict[str, list[str]] = {"conservation": [], "limits": [], "fifo": []}
 
     def feed(self, events: list[Event]) -> None:
@@ -167,6 +170,7 @@ class Ledger:
             if e.canceled_qty != o.leaves:
                 self._bad("conservation", f"order {e.order_id} canceled {e.canceled_qty}, leaves {o.leaves}")
             o.canceled, o.leaves, o.done, o.prio = e.canceled_qty, 0, True, None
+            self.final[e.order_id] = OrderStatus.EXPIRED if isinstance(e, OrderExpired) else OrderStatus.CANCELED
             self._check_total(e.order_id)
         elif isinstance(e, OrderModified):
             self._modified(e)
@@ -234,6 +238,7 @@ class Ledger:
                                           f"expected {o.cum}/{o.leaves} of {o.qty}")
             if o.leaves == 0:
                 o.done, o.prio = True, None
+                self.final[oid] = OrderStatus.FILLED
                 self._check_total(oid)
         maker.visible -= t.qty
         if not maker.done and maker.visible <= 0:
@@ -282,6 +287,8 @@ def test_quantity_conserved(scenario: Scenario) -> None:
         assert state is not None, oid
         assert (state.qty, state.filled_qty, state.leaves_qty) == (o.qty, o.cum, o.leaves), oid
         assert o.cum + o.leaves + o.canceled == o.qty and (o.leaves > 0) != o.done, oid
+        assert (state.status in TERMINAL) == o.done, (oid, state.status)
+        assert state.status is ledger.final.get(oid, state.status), (oid, state.status)
     for symbol in scenario.symbols:
         bids, asks = depth(engine, symbol)
         resting = [o for o in ledger.open_orders().values() if o.symbol == symbol and not o.waiting]
@@ -347,5 +354,10 @@ def test_engine_equals_reference(scenario: Scenario) -> None:
         assert got == want, f"events differ at command {i}\n{explain(scenario, i)}\n" + "\n".join(
             ["engine:", *map(repr, got), "reference:", *map(repr, want)])
         for symbol in scenario.symbols:
+            book = engine.book(symbol)
             assert depth(engine, symbol) == ref.depth(symbol, 10_000), f"depth at {i}\n{explain(scenario, i)}"
-            assert engine.book(symbol).last_price == ref.last_price(symbol), f"last at {i}"
+            assert book.last_price == ref.last_price(symbol), f"last at {i}"
+            assert (book.best_bid(), book.best_ask()) == (ref.best(symbol, Side.BUY), ref.best(symbol, Side.SELL))
+    for o in ref.orders:
+        found = engine.order_by_client(o.account, o.client_order_id)
+        assert found is not None and found.order_id == o.order_id, (o.account, o.client_order_id)
