@@ -135,8 +135,10 @@ class ReferenceEngine:
             return self.out
         order = RefOrder(
             order_id=len(self.orders) + 1, account=cmd.account, client_order_id=cmd.client_order_id,
-            symbol=cmd.symbol, side=cmd.side, type=cmd.type, tif=cmd.tif, price=cmd.price, qty=cmd.qty,
-            stop_price=cmd.stop_price, display_qty=cmd.display_qty, post_only=cmd.post_only, stp=cmd.stp,
+            symbol=cmd.symbol, side=cmd.side, type=cmd.type, tif=cmd.tif, qty=cmd.qty,
+            price=cmd.price if cmd.type in (OrderType.LIMIT, OrderType.STOP_LIMIT) else None,  # ignored
+            stop_price=cmd.stop_price if cmd.type in (OrderType.STOP, OrderType.STOP_LIMIT) else None,
+            display_qty=cmd.display_qty, post_only=cmd.post_only, stp=cmd.stp,
             expire_ts=cmd.expire_ts,
         )
         self.orders.append(order)

@@ -3,8 +3,8 @@
 Prices sit in a narrow band so orders cross often; few accounts so self-trade prevention fires;
 cancels and modifies mostly name client order ids generated earlier in the same stream. Every
 order type, TIF, flag and STP mode appears, plus some invalid commands for each rejection reason.
-Choices the spec leaves open (a price on MARKET/STOP orders, expire_ts on non-GTD orders) are
-never generated, so engine and reference can be compared.
+Fields an order's type ignores (a price on MARKET/STOP, stop_price on non-stops, expire_ts on
+non-GTD orders) are sent now and then too.
 """
 
 from __future__ import annotations
@@ -93,6 +93,7 @@ class Op:
     target_mode: int = 0  # 0-11 a recent resting-type order, 12-16 any, 17 wrong symbol, else unknown
     modify: str = "price"
     oddity: int = 0
+    stray: bool = False  # also send the fields this order type ignores
 
 
 def _lot(symbol: str) -> int:
@@ -125,6 +126,7 @@ new_orders = st.builds(
     expire_in=st.integers(1, 40),
     target=_target,
     oddity=_oddity,
+    stray=_one_in(8),
 )
 cancels = st.builds(Op, kind=st.just("cancel"), ts_step=_ts_step, account=st.integers(0, 3),
                     symbol=st.integers(0, 1), target=_target, target_mode=_target_mode)
@@ -173,17 +175,18 @@ class _Builder:
                  "stop_limit": OrderType.STOP_LIMIT}[op.kind]
         qty = lot * op.lots if odd != 1 else (0, -lot, lot + 1 if lot > 1 else 0)[op.target % 3]
         limited = otype in (OrderType.LIMIT, OrderType.STOP_LIMIT)
-        price = mid + op.price if limited else None
+        price = mid + op.price if limited or op.stray else None
         if limited and odd == 2:
             price = (0, -1, None)[op.target % 3]
-        stop_price = mid + op.stop if otype in (OrderType.STOP, OrderType.STOP_LIMIT) and odd != 3 else None
+        stops = otype in (OrderType.STOP, OrderType.STOP_LIMIT)
+        stop_price = mid + op.stop if (stops and odd != 3) or op.stray else None
         display_qty = None
         if op.display_lots and limited:
             display_qty = lot * min(op.display_lots, max(1, op.lots - 1))
         if odd == 4:
             display_qty = (0, qty + lot)[op.target % 2]
         post_only = (op.post_only and otype is OrderType.LIMIT) or odd == 5
-        expire_ts = ts + op.expire_in if op.tif is TimeInForce.GTD else None
+        expire_ts = ts + op.expire_in if op.tif is TimeInForce.GTD or op.stray else None
         if op.tif is TimeInForce.GTD and odd == 6:
             expire_ts = (None, ts, ts - 1)[op.target % 3]
         self.known.orders.append((account, cid, symbol, otype))
