@@ -22,6 +22,6 @@ def test_algos_doc_example_runs(tmp_path: Path) -> None:
         "algo-1 running",
         "completed 100 19000",
         "[('algo-1-1', 25), ('algo-1-2', 25), ('algo-1-3', 25), ('algo-1-4', 25)]",
-        "0.0",
+        "True",
         "bad_params twap: needs duration_ms > 0",
     ]
