@@ -98,7 +98,7 @@ class System:
         self.accounts = AccountsService(bus, instruments, accounts, clock=self.clock)
         self.risk = RiskMonitorService(bus, instruments, accounts, self.config.monitor)
         self.oms = OmsService(bus, instruments, accounts, self.config.risk, self.config.compliance,
-                              clock=self.clock, store=SqliteOrderStore(data_dir / "oms.db"),
+                              clock=self.clock, store=SqliteOrderStore(data_dir / "oms.db", synchronous="NORMAL" if self._fsync else "OFF"),
                               reference_prices=self.config.reference_prices)
         await self.accounts.start()
         await self.risk.start()

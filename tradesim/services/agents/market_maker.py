@@ -18,9 +18,10 @@ import logging
 
 import msgspec
 
-from tradesim.bus import Bus, Delivery, Subscription, register, subjects
+from tradesim.bus import Bus, Delivery, register, subjects
 from tradesim.domain import Instrument, OrderCanceled, OrderExpired, Trade
 from tradesim.services.agents.executor import OrderExecutor
+from tradesim.services.agents.feed import Feed, Unsubscribe
 from tradesim.services.agents.fills import FillTracker
 from tradesim.services.agents.gateway import Clock, OmsGateway
 from tradesim.services.agents.processors import (
@@ -77,8 +78,10 @@ class MarketMakerAgent:
 
     def __init__(self, bus: Bus, account: str, symbol: str, instrument: Instrument,
                  params: MarketMakerParams | None = None, *, clock: Clock, seed: int = 0,
-                 reference: int | None = None) -> None:
+                 reference: int | None = None, feed: Feed | None = None) -> None:
         self.bus = bus
+        # Subscriptions go through a shared feed when many agents run together (AgentsService).
+        self.feed: Feed = feed if feed is not None else bus
         self.account = account
         self.symbol = symbol
         self.instrument = instrument
@@ -99,7 +102,7 @@ class MarketMakerAgent:
         self.last_quotes = Quotes()
         self.state = PositionState.NORMAL
         self.seen_seq = 0  # highest venue seq seen on orders.filled (any account): lets tests settle
-        self._subs: list[Subscription] = []
+        self._subs: list[Unsubscribe] = []
         self._timer: asyncio.Task[None] | None = None
         self._busy = False
         self._dirty = False
@@ -116,11 +119,11 @@ class MarketMakerAgent:
     # ---- lifecycle ------------------------------------------------------------------------------
     async def start(self) -> None:
         self.executor.id_prefix = f"{self.account}-{self.seed}-{self.clock():x}-"
-        self._subs.append(await self.bus.subscribe(subjects.market_tick(self.symbol), self._tick_handler))
+        self._subs.append(await self.feed.subscribe(subjects.market_tick(self.symbol), self._tick_handler))
         if self.params.use_depth:
-            self._subs.append(await self.bus.subscribe(subjects.market_depth(self.symbol), self._depth_handler))
-        self._subs.append(await self.bus.subscribe(subjects.ORDERS_FILLED, self._fill_handler))
-        self._subs.append(await self.bus.subscribe(subjects.ORDERS_CANCELLED, self._gone_handler))
+            self._subs.append(await self.feed.subscribe(subjects.market_depth(self.symbol), self._depth_handler))
+        self._subs.append(await self.feed.subscribe(subjects.ORDERS_FILLED, self._fill_handler))
+        self._subs.append(await self.feed.subscribe(subjects.ORDERS_CANCELLED, self._gone_handler))
         if self.params.requote_interval_s > 0:
             self._timer = asyncio.create_task(self._run_timer(), name=f"mm-timer-{self.account}")
 

@@ -18,8 +18,9 @@ import random
 
 import msgspec
 
-from tradesim.bus import Bus, Delivery, Subscription, register, subjects
+from tradesim.bus import Bus, Delivery, register, subjects
 from tradesim.domain import TERMINAL, Instrument, OrderCanceled, OrderExpired, OrderType, Side, TimeInForce, Trade
+from tradesim.services.agents.feed import Feed, Unsubscribe
 from tradesim.services.agents.fills import FillTracker
 from tradesim.services.agents.gateway import Clock, OmsGateway
 from tradesim.services.marketdata.messages import MARKETDATA_MESSAGES, Tick
@@ -70,8 +71,10 @@ class NoiseTraderAgent:
 
     def __init__(self, bus: Bus, account: str, symbol: str, instrument: Instrument,
                  params: NoiseTraderParams | None = None, *, clock: Clock, seed: int,
-                 reference: int | None = None) -> None:
+                 reference: int | None = None, feed: Feed | None = None) -> None:
         self.bus = bus
+        # Subscriptions go through a shared feed when many agents run together (AgentsService).
+        self.feed: Feed = feed if feed is not None else bus
         self.account = account
         self.symbol = symbol
         self.instrument = instrument
@@ -86,17 +89,17 @@ class NoiseTraderAgent:
         self.seen_seq = 0
         self.id_prefix = f"{account}-{seed}-"
         self._next_id = 0
-        self._subs: list[Subscription] = []
+        self._subs: list[Unsubscribe] = []
         self._task: asyncio.Task[None] | None = None
 
     async def start(self, *, autorun: bool = True) -> None:
         """Subscribes to the market and to fills; with `autorun` the Poisson loop runs on asyncio.sleep,
         otherwise whoever drives the simulation calls `arrive()`."""
         self.id_prefix = f"{self.account}-{self.seed}-{self.clock():x}-"
-        self._subs.append(await self.bus.subscribe(subjects.market_tick(self.symbol), self._tick_handler))
-        self._subs.append(await self.bus.subscribe(subjects.market_depth(self.symbol), self._depth_handler))
-        self._subs.append(await self.bus.subscribe(subjects.ORDERS_FILLED, self._fill_handler))
-        self._subs.append(await self.bus.subscribe(subjects.ORDERS_CANCELLED, self._gone_handler))
+        self._subs.append(await self.feed.subscribe(subjects.market_tick(self.symbol), self._tick_handler))
+        self._subs.append(await self.feed.subscribe(subjects.market_depth(self.symbol), self._depth_handler))
+        self._subs.append(await self.feed.subscribe(subjects.ORDERS_FILLED, self._fill_handler))
+        self._subs.append(await self.feed.subscribe(subjects.ORDERS_CANCELLED, self._gone_handler))
         if autorun:
             self._task = asyncio.create_task(self._run(), name=f"noise-{self.account}")
 

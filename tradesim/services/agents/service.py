@@ -15,6 +15,7 @@ import msgspec
 
 from tradesim.bus import Bus
 from tradesim.domain import Instrument
+from tradesim.services.agents.feed import SharedFeed
 from tradesim.services.agents.gateway import Clock
 from tradesim.services.agents.market_maker import MarketMakerAgent, MarketMakerParams
 from tradesim.services.agents.noise import NoiseTraderAgent, NoiseTraderParams
@@ -77,6 +78,7 @@ class AgentsService:
         refs = reference_prices or {}
         self.makers: list[MarketMakerAgent] = []
         self.noise: list[NoiseTraderAgent] = []
+        self.feed = SharedFeed(bus)
         for s in config.symbols:
             instrument = by_symbol.get(s.symbol)
             if instrument is None:
@@ -85,11 +87,11 @@ class AgentsService:
             for n in range(1, s.market_makers + 1):
                 self.makers.append(MarketMakerAgent(
                     bus, mm_account(s.symbol, n), s.symbol, instrument, s.market_maker, clock=clock,
-                    seed=agent_seed(config.seed, s.symbol, "mm", n), reference=ref))
+                    seed=agent_seed(config.seed, s.symbol, "mm", n), reference=ref, feed=self.feed))
             for n in range(1, s.noise_traders + 1):
                 self.noise.append(NoiseTraderAgent(
                     bus, noise_account(s.symbol, n), s.symbol, instrument, s.noise, clock=clock,
-                    seed=agent_seed(config.seed, s.symbol, "noise", n), reference=ref))
+                    seed=agent_seed(config.seed, s.symbol, "noise", n), reference=ref, feed=self.feed))
 
     @property
     def agents(self) -> list[Agent]:
