@@ -18,6 +18,7 @@ from __future__ import annotations
 import argparse
 import gc
 import json
+import os
 import platform
 import random
 import sys
@@ -291,8 +292,10 @@ def main(argv: list[str] | None = None) -> int:
         parser.error("--ops and --sample-every must be positive")
     names = WORKLOADS if args.workload == "all" else (args.workload,)
     results = {name: bench(name, args.ops, args.seed, args.sample_every) for name in names}
+    # Tail latencies on a shared machine mostly measure the neighbours: say how busy it was.
     print(json.dumps({"bench": "engine", "workload": args.workload, "seed": args.seed,
-                      "python": platform.python_version(), "results": results}))
+                      "python": platform.python_version(), "cpus": os.cpu_count(),
+                      "loadavg_1m": round(os.getloadavg()[0], 2), "results": results}))
     return 0
 
 
