@@ -54,6 +54,18 @@ class TokenOut(msgspec.Struct, kw_only=True):
     expires_in: int
 
 
+class SignalOut(msgspec.Struct, kw_only=True):
+    """POST /webhook/signal's answer (202 accepted, or 200 with `duplicate` for a correlation id already answered)."""
+
+    status: str
+    correlation_id: str
+    symbol: str
+    side: str
+    strength: float
+    unknown_fields: list[str]
+    duplicate: bool
+
+
 class ErrorOut(msgspec.Struct, kw_only=True):
     """Every error (tradesim.api.errors): a stable snake_case `error` and a human `message`; a refused order
     (422) also names the order it created, and a 503 from /readyz lists each service's state."""

@@ -21,6 +21,7 @@ from tradesim.api.context import Ctx, provide_context
 from tradesim.api.convert import instrument_of, order_out, price_str, to_ticks
 from tradesim.api.errors import ApiError
 from tradesim.api.models import OrderOut, Price
+from tradesim.api.openapi import request_body
 from tradesim.domain import Instrument, Side
 from tradesim.services.oms.messages import (
     ALGO_NAMES,
@@ -147,7 +148,7 @@ async def _oms(ctx: Ctx, method: str, request: msgspec.Struct, expect: type[Any]
         raise
 
 
-@post("/algos", dependencies=DEPENDENCIES, status_code=201)
+@post("/algos", dependencies=DEPENDENCIES, status_code=201, operation_class=request_body(AlgoIn))
 async def create_algo(request: Request[Any, Any, Any], principal: Caller, ctx: Ctx) -> Response[AlgoOut]:
     """Start a parent: body `{symbol, side, qty, algo: twap|vwap|pov|iceberg, params{...}, client_id?}`."""
     principal.require_trade()

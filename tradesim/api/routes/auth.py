@@ -14,10 +14,11 @@ from tradesim.api.bodies import decode
 from tradesim.api.context import Context
 from tradesim.api.errors import ApiError
 from tradesim.api.models import TokenIn, TokenOut
+from tradesim.api.openapi import request_body
 from tradesim.api.ratelimit import retry_after
 
 
-@post("/auth/token", status_code=200)
+@post("/auth/token", status_code=200, operation_class=request_body(TokenIn))
 async def token(request: Request[Any, Any, Any]) -> TokenOut:
     ctx: Context = request.app.state["ctx"]
     client = request.client.host if request.client else "unknown"

@@ -11,6 +11,7 @@ from typing import Any
 
 from litestar import Request, Response, delete, get, patch, post
 from litestar.di import Provide
+from litestar.openapi import ResponseSpec
 from litestar.params import FromQuery
 
 from tradesim.api.auth import Caller, provide_principal
@@ -19,6 +20,7 @@ from tradesim.api.context import Ctx, provide_context
 from tradesim.api.convert import decode_order_id, instrument_of, order_out, to_ticks
 from tradesim.api.errors import ApiError
 from tradesim.api.models import HoldReason, OrderIn, OrderOut, OrderPatch, OrdersOut
+from tradesim.api.openapi import request_body
 from tradesim.domain import OrderStatus
 from tradesim.services.oms.manager import MAX_LIST
 from tradesim.services.oms.messages import (
@@ -56,7 +58,11 @@ async def _find(ctx: Ctx, principal: Caller, order_id: str) -> OrderView:
     return reply.order
 
 
-@post("/orders", dependencies=DEPENDENCIES, status_code=201)
+@post("/orders", dependencies=DEPENDENCIES, status_code=201, operation_class=request_body(OrderIn), responses={
+    201: ResponseSpec(OrderOut, description="the order, as the venue has it (possibly already filled)",
+                      generate_examples=False),
+    202: ResponseSpec(OrderOut, description="the order, still pending_new: the venue has not answered yet",
+                      generate_examples=False)})
 async def create_order(request: Request[Any, Any, Any], principal: Caller, ctx: Ctx) -> Response[Any]:
     """Place an order. Body: symbol, side, type, tif, price?, stop_price?, qty, client_order_id?."""
     principal.require_trade()
@@ -112,7 +118,7 @@ async def get_order(order_id: str, principal: Caller, ctx: Ctx) -> OrderOut:
     return order_out(ctx.instruments[view.symbol], view)
 
 
-@patch("/orders/{order_id:str}", dependencies=DEPENDENCIES)
+@patch("/orders/{order_id:str}", dependencies=DEPENDENCIES, operation_class=request_body(OrderPatch))
 async def modify_order(order_id: str, request: Request[Any, Any, Any], principal: Caller,
                        ctx: Ctx) -> OrderOut:
     """Change price and/or total qty (cancel/replace): body `{"price"?, "qty"?}`."""

@@ -17,15 +17,18 @@ from typing import Any
 
 import structlog
 from litestar import Request, Response, post
+from litestar.openapi import ResponseSpec
 
 from tradesim.api.errors import ApiError
 from tradesim.api.metrics import Metrics
+from tradesim.api.models import SignalOut
+from tradesim.api.openapi import request_body
 from tradesim.bus import Bus, BusError, register, subjects
 from tradesim.domain import Instrument
 from tradesim.logging import get_logger
 from tradesim.services.config import SystemConfig
 from tradesim.services.signals.messages import SIGNALS_MESSAGES, Signal
-from tradesim.services.signals.schema import SignalError, parse, side_of, to_ticks
+from tradesim.services.signals.schema import SignalError, SignalIn, parse, side_of, to_ticks
 from tradesim.services.signals.verify import NonceCacheFullError, WebhookAuthError, WebhookVerifier
 
 log = get_logger("tradesim.webhook")
@@ -132,7 +135,11 @@ class Webhook:
             return Response(answer, status_code=202)
 
 
-@post("/webhook/signal", status_code=202, security=[{}])
+@post("/webhook/signal", status_code=202, security=[{}], operation_class=request_body(
+    SignalIn, description="A trading signal; unknown fields are tolerated and reported."), responses={
+    202: ResponseSpec(SignalOut, description="the signal is on the bus", generate_examples=False),
+    200: ResponseSpec(SignalOut, description="a correlation id already answered: the first answer, duplicate true",
+                      generate_examples=False)})
 async def receive_signal(request: Request[Any, Any, Any]) -> Response[dict[str, Any]]:
     """A trading signal signed with HMAC-SHA256(secret, "X-Timestamp.X-Nonce.body") in X-Signature (hex).
     Body: correlation_id, source, symbol, side (buy|sell), strength (0..1), price?, qty?, ts?."""
