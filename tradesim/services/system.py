@@ -97,8 +97,9 @@ class System:
         accounts.setdefault(sig.account, (sig.cash, sig.kind, sig.currency))
         self.accounts = AccountsService(bus, instruments, accounts, clock=self.clock)
         self.risk = RiskMonitorService(bus, instruments, accounts, self.config.monitor)
+        orders = SqliteOrderStore(data_dir / "oms.db", synchronous="NORMAL" if self._fsync else "OFF")
         self.oms = OmsService(bus, instruments, accounts, self.config.risk, self.config.compliance,
-                              clock=self.clock, store=SqliteOrderStore(data_dir / "oms.db", synchronous="NORMAL" if self._fsync else "OFF"),
+                              clock=self.clock, store=orders,
                               reference_prices=self.config.reference_prices)
         await self.accounts.start()
         await self.risk.start()
