@@ -40,6 +40,8 @@ BAD_ORDERS: list[tuple[str, bytes | dict[str, Any], int, str]] = [
     ("infinite price", with_(price="Infinity"), 400, "bad_price"),
     ("unknown symbol", with_(symbol="NOPE.SIM"), 404, "unknown_symbol"),
     ("limit without price", with_(price=None), 400, "bad_price"),
+    ("qty beyond 64 bits", with_(qty=2**64), 400, "invalid_type"),
+    ("expire_ts beyond 64 bits", with_(tif="GTD", expire_ts=2**70), 400, "invalid_type"),
 ]
 
 

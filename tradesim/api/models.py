@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
+from typing import Annotated
+
 import msgspec
 
 from tradesim.domain import STP, OrderType, Side, TimeInForce
 
 Price = str | int | float
+# Integers that travel on the bus as msgpack int64: a larger one is bad input (400), not a bus failure.
+Int64 = Annotated[int, msgspec.Meta(ge=-(2**63), le=2**63 - 1)]
 
 
 class OrderIn(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
@@ -14,16 +18,16 @@ class OrderIn(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
 
     symbol: str
     side: Side
-    qty: int
+    qty: Int64
     type: OrderType = OrderType.LIMIT
     tif: TimeInForce = TimeInForce.GTC
     price: Price | None = None
     stop_price: Price | None = None
     client_order_id: str = ""
-    display_qty: int | None = None
+    display_qty: Int64 | None = None
     post_only: bool = False
     stp: STP = STP.CANCEL_NEWEST
-    expire_ts: int | None = None
+    expire_ts: Int64 | None = None
     account: str | None = None
 
 
@@ -31,7 +35,7 @@ class OrderPatch(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
     """PATCH /orders/{id}: the new price and/or new total qty."""
 
     price: Price | None = None
-    qty: int | None = None
+    qty: Int64 | None = None
 
 
 class HoldReason(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):

@@ -20,7 +20,7 @@ from tradesim.api.bodies import decode
 from tradesim.api.context import Ctx, provide_context
 from tradesim.api.convert import instrument_of, order_out, price_str, to_ticks
 from tradesim.api.errors import ApiError
-from tradesim.api.models import OrderOut, Price
+from tradesim.api.models import Int64, OrderOut, Price
 from tradesim.api.openapi import request_body
 from tradesim.domain import Instrument, Side
 from tradesim.services.oms.messages import (
@@ -46,15 +46,15 @@ _STATUS: Final = {"unknown_parent": 404, "unknown_algo": 400, "bad_params": 400,
 class AlgoParamsIn(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
     """The algo's knobs (docs/algos.md); `limit_price` as a decimal."""
 
-    duration_ms: int = 0
-    slices: int = 0
-    start_ts: int | None = None
+    duration_ms: Int64 = 0
+    slices: Int64 = 0
+    start_ts: Int64 | None = None
     participation: float = 0.0
-    display_qty: int = 0
+    display_qty: Int64 = 0
     limit_price: Price | None = None
-    min_child_qty: int = 0
+    min_child_qty: Int64 = 0
     profile: str = "u"
-    grace_ms: int = 0
+    grace_ms: Int64 = 0
 
 
 class AlgoIn(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
@@ -62,7 +62,7 @@ class AlgoIn(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
 
     symbol: str
     side: Side
-    qty: int
+    qty: Int64
     algo: str
     params: AlgoParamsIn = msgspec.field(default_factory=AlgoParamsIn)
     client_id: str = ""
