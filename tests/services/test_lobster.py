@@ -28,11 +28,21 @@ from tradesim.store import open_journal
 
 pytestmark = pytest.mark.timeout(120)
 
-DATA = Path("/work/shared/data/lobster")
+DATA = Path(__file__).resolve().parents[3] / "shared" / "data" / "lobster"  # ../shared beside the repository
 MESSAGES = DATA / "AMZN_2012-06-21_34200000_57600000_message_1.csv"
 ORDERBOOK = DATA / "AMZN_2012-06-21_34200000_57600000_orderbook_1.csv"
 AMZN = Instrument(symbol="AMZN.SIM", tick_size=Decimal("0.01"))
-needs_sample = pytest.mark.skipif(not MESSAGES.exists(), reason="LOBSTER sample not present")
+
+
+@pytest.fixture
+def lobster_sample() -> Path:
+    """The AMZN sample from ../shared/data/lobster; missing, it is a failure that says where it belongs."""
+    if not MESSAGES.exists():
+        pytest.fail(f"LOBSTER sample missing: expected {MESSAGES} (the repository's ../shared/data/lobster)")
+    return MESSAGES
+
+
+needs_sample = pytest.mark.usefixtures("lobster_sample")
 
 
 @needs_sample
@@ -134,6 +144,7 @@ def test_docs_example_runs(tmp_path: Path) -> None:
     example = doc.split("```python\n")[2].split("```")[0]
     script = tmp_path / "example.py"
     script.write_text(example)
-    done = subprocess.run([sys.executable, str(script)], capture_output=True, text=True, timeout=60, check=False)
+    done = subprocess.run([sys.executable, str(script)], capture_output=True, text=True, timeout=60, check=False,
+                          cwd=Path(__file__).resolve().parents[2])
     assert done.returncode == 0, done.stderr
     assert "mismatched=0" in done.stdout and "progress" in done.stdout
