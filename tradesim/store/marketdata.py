@@ -8,7 +8,6 @@ queued in one transaction. `flush()` waits until everything queued so far is wri
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import sqlite3
 from abc import ABC, abstractmethod
@@ -144,14 +143,14 @@ class MarketDataStore(ABC):
             return
         self._closed = True
         if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
+            # Never cancel the writer mid-batch: its thread would go on using the connection we close next.
+            self._wake.set()
+            await self._task
         await self.flush()
         await self._close()
 
     async def _writer(self) -> None:
-        while True:
+        while not self._closed:
             await self._wake.wait()
             self._wake.clear()
             await self.flush()
@@ -217,8 +216,15 @@ class SqliteMarketDataStore(MarketDataStore):
         self._lock = asyncio.Lock()
 
     async def _run(self, fn: Any) -> Any:
+        """One call at a time on the connection. A cancelled caller still holds the lock until the thread
+        is done with the connection: cancelling an await does not stop the thread."""
         async with self._lock:
-            return await asyncio.to_thread(fn)
+            call = asyncio.ensure_future(asyncio.to_thread(fn))
+            try:
+                return await asyncio.shield(call)
+            except asyncio.CancelledError:
+                await asyncio.wait([call])
+                raise
 
     async def _write(self, ticks: list[tuple[Any, ...]], bars: list[tuple[Any, ...]]) -> None:
         conn = self._conn
