@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any, Final
 
 from tradesim.services.marketdata.messages import Bar, Tick
+from tradesim.store.threads import run_serialized
 
 log = logging.getLogger("tradesim.store.marketdata")
 
@@ -216,15 +217,7 @@ class SqliteMarketDataStore(MarketDataStore):
         self._lock = asyncio.Lock()
 
     async def _run(self, fn: Any) -> Any:
-        """One call at a time on the connection. A cancelled caller still holds the lock until the thread
-        is done with the connection: cancelling an await does not stop the thread."""
-        async with self._lock:
-            call = asyncio.ensure_future(asyncio.to_thread(fn))
-            try:
-                return await asyncio.shield(call)
-            except asyncio.CancelledError:
-                await asyncio.wait([call])
-                raise
+        return await run_serialized(self._lock, fn)
 
     async def _write(self, ticks: list[tuple[Any, ...]], bars: list[tuple[Any, ...]]) -> None:
         conn = self._conn

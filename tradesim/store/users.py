@@ -22,6 +22,8 @@ from typing import Any, Final
 
 import msgspec
 
+from tradesim.store.threads import run_serialized
+
 SQLITE_FILE: Final = "users.db"
 USERNAME_RE: Final = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.@-]{0,63}$")
 MIN_PASSWORD: Final = 8
@@ -222,8 +224,7 @@ class SqliteUserStore(UserStore):
         def work() -> list[Any]:
             return self._conn.execute(sql, args).fetchall()
 
-        async with self._lock:
-            return await asyncio.to_thread(work)
+        return await run_serialized(self._lock, work)
 
     async def _insert_user(self, user: User, hashed: str) -> None:
         try:
