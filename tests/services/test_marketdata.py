@@ -33,9 +33,9 @@ from tradesim.services.marketdata import (
     aggregate,
     gbm_processes,
 )
+from tradesim.services.marketdata.store import MarketDataStore, open_marketdata_store
 from tradesim.services.venue import RPC_SUBMIT, TradePrint, VenueReply, VenueService
 from tradesim.store import open_journal
-from tradesim.store.marketdata import MarketDataStore, open_marketdata_store
 
 pytestmark = pytest.mark.timeout(60)
 

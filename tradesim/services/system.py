@@ -27,13 +27,13 @@ from tradesim.services.algos.worker import AlgoWorker
 from tradesim.services.config import SystemConfig
 from tradesim.services.lobster import LobsterReplay, LobsterStats
 from tradesim.services.marketdata.service import MarketDataService
+from tradesim.services.marketdata.store import MarketDataStore, open_marketdata_store
 from tradesim.services.oms.service import OmsService
 from tradesim.services.oms.store import SqliteOrderStore
 from tradesim.services.risk.monitor import RiskMonitorService
 from tradesim.services.signals.service import DecisionAgent  # signals
 from tradesim.services.venue.service import EVENT_SUBJECTS, VenueService, trade_print
 from tradesim.store import Journal, open_journal
-from tradesim.store.marketdata import MarketDataStore, open_marketdata_store
 
 log = logging.getLogger("tradesim.system")
 

@@ -35,7 +35,7 @@ from tradesim.services.marketdata.reference import DEFAULT_GBM, GbmParams, Refer
 from tradesim.services.venue.messages import BookReply, BookRequest, DepthUpdate, TradePrint
 
 if TYPE_CHECKING:  # the store imports our messages; at run time we only call its methods
-    from tradesim.store.marketdata import MarketDataStore
+    from tradesim.services.marketdata.store import MarketDataStore
 
 log = logging.getLogger("tradesim.marketdata")
 

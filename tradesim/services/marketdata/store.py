@@ -18,7 +18,7 @@ from typing import Any, Final
 from tradesim.services.marketdata.messages import Bar, Tick
 from tradesim.store.threads import run_serialized
 
-log = logging.getLogger("tradesim.store.marketdata")
+log = logging.getLogger("tradesim.services.marketdata.store")
 
 SQLITE_FILE: Final = "marketdata.db"
 
