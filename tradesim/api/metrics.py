@@ -226,12 +226,6 @@ class Metrics:
         finally:
             self._starting = False
 
-    async def unwatch(self) -> None:
-        for sub in (self._sub, self._tape):
-            if sub is not None:
-                await sub.unsubscribe()
-        self._sub = self._tape = None
-
     async def _on_event(self, d: Delivery) -> None:
         self.deliveries.inc(d.subject)
         data = d.data

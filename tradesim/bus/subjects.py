@@ -97,11 +97,6 @@ def validate_pattern(pattern: str) -> str:
     return _check(pattern, wildcards=True)
 
 
-def is_pattern(text: str) -> bool:
-    """True if the text contains a wildcard token."""
-    return any(tok in ("*", ">") for tok in text.split("."))
-
-
 @lru_cache(maxsize=65536)
 def matches(pattern: str, subject: str) -> bool:
     """NATS matching: `*` is one token, a final `>` one or more tokens; otherwise tokens are equal."""

@@ -71,7 +71,3 @@ class FillTracker:
         self._order.append(seq)
         if len(self._order) > self._memory:
             self._seen.discard(self._order.popleft())
-
-    def pnl_ticks(self, mark: float) -> float:
-        """Cash flow plus inventory marked at `mark` (ticks·units; x tick size x multiplier for money)."""
-        return self.cash_ticks + self.inventory * mark

@@ -8,12 +8,12 @@ second check when approved, so it must already count.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from decimal import Decimal
 
 from tradesim.domain import Instrument, Side
-from tradesim.services.accounts import AccountView, Ledger
+from tradesim.services.accounts import AccountView
 from tradesim.services.oms.records import OrderRecord
 from tradesim.services.risk import TradingState
 
@@ -36,7 +36,7 @@ def reservation(record: OrderRecord, instrument: Instrument) -> tuple[Decimal, D
 
 @dataclass(frozen=True, slots=True)
 class AccountExposure:
-    """An immutable `risk.AccountState` for one check, built by `exposure()`."""
+    """An immutable `risk.AccountState` for one check, built by `exposure_of()`."""
 
     cash_available: Decimal
     margin_available: Decimal
@@ -54,38 +54,8 @@ class AccountExposure:
         return self.open_qtys.get((symbol, side), 0)
 
 
-def exposure(
-    account: str,
-    ledger: Ledger,
-    working: Iterable[OrderRecord],
-    instruments: Mapping[str, Instrument],
-    pnl_today: Decimal,
-) -> AccountExposure:
-    """The account as risk sees it now: ledger figures net of the reservations of `working` orders."""
-    view = ledger.account(account)
-    cash = margin = Decimal(0)
-    count = 0
-    open_qtys: dict[tuple[str, Side], int] = {}
-    for record in working:
-        count += 1
-        if record.leaves_qty > 0:
-            open_qtys[(record.symbol, record.side)] = open_qtys.get((record.symbol, record.side), 0) + record.leaves_qty
-        c, m = reservation(record, instruments[record.symbol])
-        cash += c
-        margin += m
-    return AccountExposure(
-        cash_available=view.cash_available - cash - margin,
-        margin_available=view.margin_available - margin - cash,
-        equity=view.equity,
-        pnl_today=pnl_today,
-        open_order_count=count,
-        positions={p.symbol: p.qty for p in view.positions},
-        open_qtys=open_qtys,
-    )
-
-
 class Reserved:
-    """Running totals of one account's working orders (what `exposure()` would sum), kept up to date by
+    """Running totals of one account's working orders (their reservations summed), kept up to date by
     removing an order's old share and adding its new one on every change: a check costs O(1), not
     O(working orders)."""
 
@@ -121,7 +91,7 @@ def share(record: OrderRecord, instrument: Instrument) -> Share:
 
 
 def exposure_of(view: AccountView, reserved: Reserved, pnl_today: Decimal) -> AccountExposure:
-    """`exposure()` from a ledger view and the account's running totals."""
+    """The account as risk sees it now: the ledger view net of what its working orders reserve."""
     held = reserved.cash + reserved.margin
     return AccountExposure(
         cash_available=view.cash_available - held,

@@ -40,12 +40,6 @@ class MarketView:
     def reference_price(self, symbol: str) -> int | None:
         return self._ref.get(symbol)
 
-    def set_reference_price(self, symbol: str, price: int | None) -> None:
-        if price is None:
-            self._ref.pop(symbol, None)
-        else:
-            self._ref[symbol] = price
-
     def last_price(self, symbol: str) -> int | None:
         state = self._symbols.get(symbol)
         return state.last_price if state is not None else None

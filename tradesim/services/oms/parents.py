@@ -16,7 +16,7 @@ from typing import Protocol
 
 import msgspec
 
-from tradesim.domain import Event, Instrument, OrderType, Side, Trade
+from tradesim.domain import Event, Instrument, Side, Trade
 from tradesim.services.oms import errors as E
 from tradesim.services.oms.errors import OmsRequestError
 from tradesim.services.oms.manager import OrderManager
@@ -374,10 +374,6 @@ def tracking_error(qty: int, start: int, end: int, fills: Sequence[tuple[int, in
             i += 1
         total += abs(cum - qty * (t - start) / (end - start))
     return total / TRACKING_SAMPLES / qty
-
-
-def child_type(params: AlgoParams) -> OrderType:
-    return OrderType.LIMIT if params.limit_price is not None else OrderType.MARKET
 
 
 # ---- storage ----------------------------------------------------------------------------------------
