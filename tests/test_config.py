@@ -79,6 +79,9 @@ def test_environment_overrides_the_file_and_flags_override_both(tmp_path: Path) 
         ("this is not toml", "not valid TOML"),
         ('[[agents.symbols]]\nsymbol = "NOPE.SIM"\n', "NOPE.SIM is not a listed instrument"),
         ("[marketdata]\ninterval = 'fast'\n", "interval"),
+        ("[algos]\nlease = 0.1\npoll = 0.2\n", "lease .0.1. must be longer than poll"),
+        ("[algos]\nack_wait = 0\n", "ack_wait must be positive"),
+        ("[algos]\nackwait = 3\n", "ackwait"),
     ],
 )
 def test_bad_config_names_what_is_wrong(tmp_path: Path, text: str, needle: str) -> None:
@@ -102,3 +105,9 @@ def test_api_section_defaults_overrides_and_errors(tmp_path: Path) -> None:
         path.write_text(text)
         with pytest.raises(ConfigError, match=needle):
             load_config(path)
+
+
+def test_algo_worker_timing_comes_from_the_algos_table(tmp_path: Path) -> None:
+    config = load_config(write(tmp_path, "[algos]\nack_wait = 3.0\nlease = 2.0\npoll = 0.1\n"), env={})
+    assert (config.algos.ack_wait, config.algos.lease, config.algos.poll) == (3.0, 2.0, 0.1)
+    assert load_config(env={}).algos.ack_wait == 30.0

@@ -75,3 +75,59 @@ def test_token_for_a_user_in_postgres(pg_url: str,  # noqa: F811
     token = capsys.readouterr().out.strip().splitlines()[-1]
     assert token.count(".") == 2
 
+
+
+async def test_a_postgres_token_works_on_every_api_process_without_a_shared_file(
+        pg_url: str, tmp_path: Path, stack: Stack, capsys: pytest.CaptureFixture[str]) -> None:  # noqa: F811
+    """In distributed mode the key lives in the users database: a token made by `token create --db` on one
+    machine is valid on an API process with another data directory (and no `[api] jwt_secret`)."""
+    assert await asyncio.to_thread(run, "user", "add", "hana", "--role", "trader", "--password", "pass-word-1",
+                                   "--account", "alice", "--db", pg_url) == 0
+    assert await asyncio.to_thread(run, "token", "create", "hana", "--db", pg_url,
+                                   "--data-dir", str(tmp_path / "cli")) == 0
+    token = capsys.readouterr().out.strip().splitlines()[-1]
+
+    from tradesim.api.auth import token_secret
+    from tradesim.store.users import open_users
+
+    first, second = await open_users(pg_url), await open_users(pg_url)
+    try:
+        assert await first.shared_secret("jwt") == await second.shared_secret("jwt")
+        config = stack.config.with_settings(data_dir=str(tmp_path / "api"))
+        async with http(create_app(stack.bus, config, second, secret=await token_secret(config, second))) as client:
+            r = await client.get("/api/v1/accounts/me", headers={"Authorization": f"Bearer {token}"})
+            assert r.status_code == 200, r.text
+            assert not (tmp_path / "api" / "jwt.secret").exists()
+        sqlite = await open_users(str(tmp_path / "local"))
+        try:
+            assert await sqlite.shared_secret("jwt") is None  # one machine: the jwt.secret file serves
+        finally:
+            await sqlite.close()
+    finally:
+        await first.close()
+        await second.close()
+
+
+async def test_a_revoked_api_key_no_longer_authenticates(tmp_path: Path, stack: Stack,
+                                                          capsys: pytest.CaptureFixture[str]) -> None:
+    data = str(tmp_path / "keys")
+    assert await asyncio.to_thread(run, "user", "add", "ivan", "--role", "trader", "--password", "pass-word-1",
+                                   "--account", "alice", "--data-dir", data, "--api-key") == 0
+    key = capsys.readouterr().out.split("api key (shown once, keep it safe): ")[1].strip()
+    key_id = key.split("_")[1]
+
+    from tradesim.store.users import open_users
+
+    users = await open_users(data)
+    config = stack.config.with_settings(data_dir=data)
+    try:
+        async with http(create_app(stack.bus, config, users)) as client:
+            assert (await client.post("/api/v1/auth/token", json={"api_key": key})).status_code == 200
+            assert await asyncio.to_thread(run, "user", "revoke-key", key_id, "--data-dir", data) == 0
+            assert capsys.readouterr().out.strip() == f"revoked API key {key_id} of ivan"
+            r = await client.post("/api/v1/auth/token", json={"api_key": key})
+            assert r.status_code == 401, r.text
+    finally:
+        await users.close()
+    assert await asyncio.to_thread(run, "user", "revoke-key", key, "--data-dir", data) == 2  # the whole key, again
+    assert f"no API key {key_id!r}" in capsys.readouterr().err

@@ -13,15 +13,17 @@ import time
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 from decimal import Decimal
+from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
 import uvicorn
+from litestar import Litestar
 from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed
 
-from tests.api.conftest import PASSWORD, USERS, Stack
+from tests.api.conftest import PASSWORD, USERS, Stack, make_config, start_stack
 from tradesim.api.feeds import Hub
 from tradesim.api.server import EmbeddedServer
 
@@ -35,6 +37,7 @@ class Live:
     hub: Hub
     tokens: dict[str, str]
     addr: tuple[str, int]
+    app: Litestar
 
     def auth(self, user: str) -> dict[str, str]:
         return {"Authorization": f"Bearer {self.tokens[user]}"}
@@ -67,7 +70,7 @@ async def serve(stack: Stack, **kw: Any) -> AsyncIterator[Live]:
                 r = await client.post("/api/v1/auth/token", json={"username": name, "password": PASSWORD})
                 tokens[name] = r.json()["access_token"]
             yield Live(http=client, ws_url=f"ws://127.0.0.1:{port}/ws", hub=app.state["hub"], tokens=tokens,
-                       addr=("127.0.0.1", port))
+                       addr=("127.0.0.1", port), app=app)
     finally:
         server.should_exit = True
         await asyncio.wait_for(task, 15)
@@ -289,7 +292,14 @@ async def test_heartbeats(stack: Stack) -> None:
         assert beats[0]["ts"] < beats[1]["ts"] < beats[2]["ts"]
 
 
-async def test_a_client_that_never_reads_is_dropped_and_orders_stay_fast(stack: Stack) -> None:
+async def test_a_client_that_never_reads_is_dropped_and_orders_stay_fast(tmp_path: Path) -> None:
+    # the flood of pings must fill the queue, not trip the message rate limit (tests/api/test_ws_limits.py)
+    config = make_config(tmp_path, "ws_rate_limit = 1e9\nws_rate_burst = 1_000_000\n")
+    async for stack in start_stack(tmp_path, config):
+        await _never_reads(stack)
+
+
+async def _never_reads(stack: Stack) -> None:
     async with serve(stack, ws_queue_size=64, ws_heartbeat=60.0) as live:
         fast = await connect(live.ws_url)
         await subscribe(fast, channel="trades", symbol=SYM)

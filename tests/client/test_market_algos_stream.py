@@ -155,3 +155,16 @@ def test_sync_subscribe(threaded_server: Server) -> None:
         trade = next(stream)
         assert isinstance(trade, TradeMsg) and trade.price == Decimal("190.00")
         stream.close()  # type: ignore[attr-defined]
+
+
+@pytest.mark.parametrize(("code", "kind"), [
+    ("rate_limited", "RateLimited"), ("rate_limit_exceeded", "RateLimited"), ("token_expired", "Unauthorized"),
+    ("key_revoked", "Unauthorized"), ("invalid_credentials", "Unauthorized"), ("already_authenticated", "Conflict"),
+    ("something_new", "BadRequest"),
+])
+def test_websocket_error_frames_become_the_typed_errors_of_their_rest_twins(code: str, kind: str) -> None:
+    from tradesim.client import errors
+    from tradesim.client.stream import _Head, _ws_error
+
+    exc = _ws_error(_Head(type="error", error=code, message="m"))
+    assert type(exc) is getattr(errors, kind) and exc.error == code

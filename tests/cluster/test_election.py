@@ -237,3 +237,18 @@ def test_fencing_guard_orders_tokens() -> None:
 def test_rejects_unsafe_timing(kw: dict[str, Any]) -> None:
     with pytest.raises(ValueError):
         SingleActive(object(), "oms", "i", **kw)  # type: ignore[arg-type]
+
+
+async def test_every_participant_reads_the_same_bucket_incarnation(connect: Connect, uid: str) -> None:
+    rec = Recorder()
+    cs = await contenders(connect, uid, rec, ttl=5.0)
+    try:
+        ids = {await c.incarnation() for c in cs}
+        assert len(ids) == 1 and len(ids.pop()) == 32
+    finally:
+        await stop_all(cs)
+
+
+def test_the_incarnation_key_is_not_an_election_name() -> None:
+    with pytest.raises(ValueError, match="reserved"):
+        SingleActive(object(), "_incarnation", "i")  # type: ignore[arg-type]

@@ -633,13 +633,21 @@ async def test_venue_over_nats(nats_url: str, tmp_path: Path) -> None:  # noqa: 
 def test_the_docs_example_runs(tmp_path: Path) -> None:
     doc = (ROOT / "docs" / "venue.md").read_text()
     examples = [b for b in re.findall(r"```python\n(.*?)```", doc, re.S) if "asyncio.run(" in b]
-    assert len(examples) == 1
-    script = tmp_path / "example.py"
-    script.write_text(examples[0])
-    proc = subprocess.run([sys.executable, str(script), f"memory://doc-{uuid.uuid4().hex[:8]}"],
-                          capture_output=True, text=True, timeout=60, cwd=ROOT,
-                          env={**os.environ, "PYTHONPATH": str(ROOT)})
-    assert proc.returncode == 0, proc.stderr
-    assert "journal seq 3: ['OrderAccepted', 'Trade']" in proc.stdout
-    assert "bids=[(15025, 60, 1)]" in proc.stdout
-    assert "trades.executed seq=3" in proc.stdout
+    assert len(examples) == 2
+    outputs = []
+    for i, example in enumerate(examples):
+        script = tmp_path / f"example{i}.py"
+        script.write_text(example)
+        proc = subprocess.run([sys.executable, str(script), f"memory://doc-{uuid.uuid4().hex[:8]}"],
+                              capture_output=True, text=True, timeout=60, cwd=ROOT,
+                              env={**os.environ, "PYTHONPATH": str(ROOT)})
+        assert proc.returncode == 0, proc.stderr
+        outputs.append(proc.stdout)
+    assert "journal seq 3: ['OrderAccepted', 'Trade']" in outputs[0]
+    assert "bids=[(15025, 60, 1)]" in outputs[0]
+    assert "trades.executed seq=3" in outputs[0]
+    distributed = outputs[1]
+    assert "refused: StaleTokenError fencing token 1 is older than 2: not the current leader" in distributed
+    assert "newest token after restart: 2" in distributed
+    assert ("['1:orders.new:seq=1', '2:orders.new:seq=2', '3:orders.filled:seq=3', '4:trades.executed:seq=3']"
+            in distributed)

@@ -43,6 +43,13 @@ async def exercise(users: UserStore) -> None:
     assert await users.authenticate_key(key[:-1] + ("x" if key[-1] != "x" else "y")) is None
     assert await users.authenticate_key("tsk_nothere_abc") is None
     assert await users.authenticate_key("garbage") is None
+    second = await users.add_api_key("cora")
+    assert await users.revoke_key(key.split("_")[1]) == "cora"  # by id: that key stops working, not the other
+    assert await users.authenticate_key(key) is None
+    assert await users.authenticate_key(second) is not None
+    assert await users.revoke_key(second) == "cora"  # by the whole key
+    assert await users.authenticate_key(second) is None
+    assert await users.revoke_key(second) is None and await users.revoke_key("nothere") is None
     assert [u.username for u in await users.list()] == ["alice", "cora"]
 
 

@@ -26,7 +26,7 @@ from litestar.di import NamedDependency
 from tradesim.api.errors import ApiError
 from tradesim.api.ratelimit import RateLimiter, retry_after
 from tradesim.services.config import SystemConfig
-from tradesim.store.users import Role, User
+from tradesim.store.users import Role, User, UserStore
 
 SECRET_FILE: Final = "jwt.secret"
 ALGORITHM: Final = "HS256"
@@ -91,6 +91,15 @@ def jwt_secret(config: SystemConfig) -> str:
     return secret
 
 
+async def token_secret(config: SystemConfig, users: UserStore) -> str:
+    """The key tokens are signed with: `[api] jwt_secret`; else the users store's shared secret when every
+    process reaches it (PostgreSQL: API replicas and `tradesim token create --db` agree); else `jwt_secret`."""
+    if config.api.jwt_secret:
+        return config.api.jwt_secret
+    shared = await users.shared_secret("jwt")
+    return shared if shared is not None else jwt_secret(config)
+
+
 def issue_token(secret: str, user: User, ttl: int, *, now: float | None = None, key_id: str = "") -> str:
     issued = int(time.time() if now is None else now)
     claims: dict[str, Any] = {"sub": user.username, "role": user.role.value, "account": user.account,
@@ -102,34 +111,74 @@ def issue_token(secret: str, user: User, ttl: int, *, now: float | None = None, 
 
 def verify_token(secret: str, token: str, *, now: float | None = None) -> Principal:
     """The token's principal; 401 `token_expired` or `invalid_token` otherwise."""
+    principal, exp = _verify_signed(secret, token)
+    if exp <= (time.time() if now is None else now):
+        raise _expired()
+    return principal
+
+
+def _verify_signed(secret: str, token: str) -> tuple[Principal, float]:
+    """The principal and expiry of a token signed with `secret` (401 `invalid_token` otherwise); expiry
+    is the caller's to check against its own clock (tests move it), not PyJWT's."""
     try:
-        # Expiry is checked here against `now` (the app's clock, which tests move), not inside PyJWT.
         claims = jwt.decode(token, secret, algorithms=[ALGORITHM], issuer=ISSUER,
                             options={"require": ["sub", "role", "account", "exp", "iat"], "verify_exp": False})
-        if not isinstance(claims["exp"], int | float) or claims["exp"] <= (time.time() if now is None else now):
-            raise jwt.ExpiredSignatureError("expired")
-        return Principal(username=str(claims["sub"]), role=Role(claims["role"]), account=str(claims["account"]),
-                         key_id=str(claims.get("kid", "")))
-    except jwt.ExpiredSignatureError:
-        raise _unauthorized("token_expired", "the access token has expired; get a new one from "
-                                             "POST /api/v1/auth/token") from None
+        exp = claims["exp"]
+        if not isinstance(exp, int | float):
+            raise _expired()
+        principal = Principal(username=str(claims["sub"]), role=Role(claims["role"]),
+                              account=str(claims["account"]), key_id=str(claims.get("kid", "")))
+        return principal, float(exp)
     except (jwt.InvalidTokenError, ValueError, KeyError):
         raise _unauthorized("invalid_token", "the access token is not valid") from None
+
+
+def _expired() -> ApiError:
+    return _unauthorized("token_expired", "the access token has expired; get a new one from "
+                                          "POST /api/v1/auth/token")
 
 
 def _unauthorized(code: str, message: str) -> ApiError:
     return ApiError(401, code, message, headers={"WWW-Authenticate": f'Bearer error="{code}"'})
 
 
+VERIFIED_CACHE: Final = 4096
+"""Tokens whose signature `Authenticator` remembers having checked (least recently used dropped first)."""
+
+
 class Authenticator:
-    """Resolves `Authorization: Bearer …` to a Principal and spends one token of its rate-limit bucket."""
+    """Resolves `Authorization: Bearer …` to a Principal and spends one token of its rate-limit bucket.
+
+    Checking a token's HMAC and claims with PyJWT was the largest cost of an order request, so the
+    principal and expiry of each token that verified are remembered, keyed by the exact token string:
+    the same string signed by the same (fixed) secret always verifies to the same claims, so a hit
+    is as good as re-verifying. Expiry is still checked on every request against the app's clock, so an
+    expired token is refused as before; tokens that fail verification are never remembered. Nothing
+    else about a token is checked per request (a revoked API key stops exchanging for new tokens), so
+    the cache changes no answer."""
 
     def __init__(self, secret: str, ttl: int, limiter: RateLimiter, *,
-                 clock: Callable[[], float] = time.time) -> None:
+                 clock: Callable[[], float] = time.time, cache_size: int = VERIFIED_CACHE) -> None:
         self.secret = secret
         self.ttl = ttl
         self.limiter = limiter
         self.clock = clock
+        self._cache_size = cache_size
+        self._verified: dict[str, tuple[Principal, float]] = {}  # token -> (principal, exp); insertion = LRU order
+
+    def verify(self, token: str) -> Principal:
+        """`verify_token` with this authenticator's secret and clock, remembering tokens that verified."""
+        verified = self._verified
+        hit = verified.pop(token, None)
+        if hit is None:
+            hit = _verify_signed(self.secret, token)
+            if len(verified) >= self._cache_size:
+                del verified[next(iter(verified))]
+        principal, exp = hit
+        if exp <= self.clock():
+            raise _expired()  # dropped from the cache: it can never be valid again
+        verified[token] = hit
+        return principal
 
     def issue(self, user: User, key_id: str = "") -> str:
         return issue_token(self.secret, user, self.ttl, now=self.clock(), key_id=key_id)
@@ -141,7 +190,7 @@ class Authenticator:
         scheme, _, token = header.partition(" ")
         if scheme.lower() != "bearer" or not token.strip():
             raise _unauthorized("invalid_token", "the Authorization header must be 'Bearer <token>'")
-        principal = verify_token(self.secret, token.strip(), now=self.clock())
+        principal = self.verify(token.strip())
         wait = self.limiter.take(principal.bucket)
         if wait > 0:
             raise ApiError(429, "rate_limited", f"rate limit of {self.limiter.rate:g} requests/s "

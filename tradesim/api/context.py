@@ -26,10 +26,15 @@ class Context:
         self.instruments: dict[str, Instrument] = {i.symbol: i for i in config.instruments}
 
 
-async def provide_context(request: Request[Any, Any, Any]) -> Context:
-    """Litestar dependency: the app's Context."""
+def context_of(request: Request[Any, Any, Any]) -> Context:
+    """The app's Context, for a handler that takes it from its request rather than as a dependency."""
     ctx: Context = request.app.state["ctx"]
     return ctx
+
+
+async def provide_context(request: Request[Any, Any, Any]) -> Context:
+    """Litestar dependency: the app's Context."""
+    return context_of(request)
 
 
 Ctx = NamedDependency[Context]

@@ -16,13 +16,15 @@ PriceLevel = tuple[str, int, int]  # [price, visible qty, order count]; qty 0 in
 
 
 class WsRequest(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
-    """A client's message: `op` is subscribe, unsubscribe, auth or ping; `id` is echoed in the answer."""
+    """A client's message: `op` is subscribe, unsubscribe, auth or ping; `id` is echoed in the answer.
+    `auth` takes a JWT (`token`: the socket closes when it expires) or an API key (`api_key`)."""
 
     op: str
     channel: str | None = None
     symbol: str | None = None
     account: str | None = None
     token: str | None = None
+    api_key: str | None = None
     id: str | int | None = None
 
 
@@ -53,9 +55,13 @@ class Unsubscribed(_Out, tag="unsubscribed"):
 
 
 class Authenticated(_Out, tag="authenticated"):
+    """`exp` (epoch seconds, the JWT's claim) is when the socket is closed unless a fresh token is sent
+    before; absent for an API key, which holds the socket as long as the key is valid."""
+
     username: str
     role: str
     account: str
+    exp: int | None = None
     id: str | int | None = None
 
 

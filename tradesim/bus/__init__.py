@@ -10,6 +10,7 @@ See docs/bus.md.
 from tradesim.bus import subjects
 from tradesim.bus.base import (
     DEFAULT_ACK_WAIT,
+    DEFAULT_DUPLICATE_WINDOW,
     Bus,
     Delivery,
     Entry,
@@ -18,6 +19,7 @@ from tradesim.bus.base import (
     KeyValue,
     Mode,
     RpcHandler,
+    StreamInfo,
     Subscription,
     Watch,
 )
@@ -31,6 +33,8 @@ from tradesim.bus.errors import (
     KeyExistsError,
     KVError,
     NoRespondersError,
+    PartialPublishError,
+    PublishTimeoutError,
     RemoteError,
     RequestTimeoutError,
     StreamError,
@@ -41,6 +45,7 @@ from tradesim.bus.factory import open_bus
 
 __all__ = [
     "DEFAULT_ACK_WAIT",
+    "DEFAULT_DUPLICATE_WINDOW",
     "Bus",
     "BusConnectionError",
     "BusError",
@@ -57,11 +62,14 @@ __all__ = [
     "KeyValue",
     "Mode",
     "NoRespondersError",
+    "PartialPublishError",
+    "PublishTimeoutError",
     "RemoteError",
     "RemoteFault",
     "RequestTimeoutError",
     "RpcHandler",
     "StreamError",
+    "StreamInfo",
     "SubjectError",
     "Subscription",
     "Watch",

@@ -2,12 +2,13 @@
 
 The public methods of `Bus` (publish, subscribe, request, serve) live here and do validation,
 encoding, decoding and error mapping once; a backend only moves bytes (`_publish`, `_subscribe`,
-`_request`, `_subscribe_durable`) and provides `kv()` and `add_stream()`. That is how the memory
-and NATS backends keep one behaviour.
+`_request`, `_subscribe_durable`, `_follow`) and provides `kv()`, `add_stream()`, `stream_info()`
+and `_last_raw()`. That is how the memory and NATS backends keep one behaviour.
 
 Handler shape (one for everything): `async def handler(d: Delivery) -> None`, where `d.subject`
 is the concrete subject, `d.data` the decoded Struct and, for durable subscriptions, `await d.ack()`
-/ `await d.nak()` settle the message (both are no-ops on plain subscriptions).
+/ `await d.nak()` settle the message (both are no-ops on plain subscriptions). Deliveries read from a
+stream (durable subscriptions, `follow`) carry the message's stream sequence in `d.stream_seq`.
 """
 
 from __future__ import annotations
@@ -28,6 +29,7 @@ from tradesim.bus.errors import (
     BusConnectionError,
     CodecError,
     InvalidKeyError,
+    PartialPublishError,
     RemoteError,
     StreamError,
 )
@@ -42,6 +44,9 @@ RPC_GROUP: Final = "rpc"
 _NAME_RE: Final = re.compile(r"^[A-Za-z0-9_-]+$")
 _KEY_RE: Final = re.compile(r"^[-/_=.a-zA-Z0-9]+$")
 _WATCH_RE: Final = re.compile(r"^[-/_=.a-zA-Z0-9*>]+$")
+_MSG_ID_RE: Final = re.compile(r"^[\x21-\x7e]{1,256}$")
+DEFAULT_DUPLICATE_WINDOW: Final = 120.0
+"""Seconds a stream remembers a message id (NATS JetStream's default `duplicate_window`)."""
 
 
 class Mode(enum.Enum):
@@ -64,7 +69,7 @@ class Acker(Protocol):
 class Delivery:
     """One message handed to a subscription handler."""
 
-    __slots__ = ("_acker", "_settled", "_token", "data", "delivery_count", "subject")
+    __slots__ = ("_acker", "_settled", "_token", "data", "delivery_count", "stream_seq", "subject")
 
     def __init__(
         self,
@@ -73,10 +78,12 @@ class Delivery:
         delivery_count: int = 1,
         acker: Acker | None = None,
         token: object = None,
+        stream_seq: int | None = None,
     ) -> None:
         self.subject = subject
         self.data = data
         self.delivery_count = delivery_count
+        self.stream_seq = stream_seq  # the message's sequence in its stream; None for plain subscriptions
         self._acker = acker
         self._token = token
         self._settled = False
@@ -103,7 +110,8 @@ class Delivery:
             await self._acker.nak(self._token, delay)
 
     def __repr__(self) -> str:
-        return f"Delivery({self.subject!r}, {self.data!r}, delivery_count={self.delivery_count})"
+        seq = "" if self.stream_seq is None else f", stream_seq={self.stream_seq}"
+        return f"Delivery({self.subject!r}, {self.data!r}, delivery_count={self.delivery_count}{seq})"
 
 
 Handler = Callable[[Delivery], Awaitable[None]]
@@ -134,6 +142,16 @@ class Subscription(ABC):
             f"{type(self).__name__}({self.pattern!r}, mode={self.mode.name}, group={self.group!r}, "
             f"durable={self.durable!r})"
         )
+
+
+class StreamInfo(msgspec.Struct, frozen=True, kw_only=True):
+    """A stream's configuration and extent: `last_seq` is 0 for a stream that never stored anything."""
+
+    name: str
+    subjects: list[str]
+    first_seq: int
+    last_seq: int
+    messages: int
 
 
 class Entry(msgspec.Struct, frozen=True, kw_only=True):
@@ -220,6 +238,12 @@ def check_watch_pattern(pattern: str) -> str:
     return pattern
 
 
+def check_msg_id(msg_id: str) -> str:
+    if not isinstance(msg_id, str) or not _MSG_ID_RE.match(msg_id):
+        raise ValueError(f"invalid msg_id {msg_id!r}: use 1 to 256 printable ASCII characters, no whitespace")
+    return msg_id
+
+
 def check_name(name: str, what: str) -> str:
     if not isinstance(name, str) or not _NAME_RE.match(name):
         raise ValueError(f"invalid {what} name {name!r}: use letters, digits, '_' and '-'")
@@ -240,11 +264,45 @@ class Bus(ABC):
         self._closed = False
 
     # ---- public API ---------------------------------------------------------------------------
-    async def publish(self, subject: str, msg: msgspec.Struct) -> None:
-        """Send `msg` on `subject`. Returns once sent (and stored, when a stream covers the subject)."""
+    async def publish(self, subject: str, msg: msgspec.Struct, *, msg_id: str | None = None) -> None:
+        """Send `msg` on `subject`. Returns once sent (and stored, when a stream covers the subject).
+
+        With `msg_id`, a stream covering `subject` stores the message only once however often it is
+        published with that id within the stream's duplicate window (NATS `Nats-Msg-Id`): a publisher
+        that does not know whether a publish got stored (timeout, reconnect) simply publishes again.
+        Live subscribers may see such a repeat; stream readers (`follow`, durables) do not.
+        """
         self._check_open()
         validate_subject(subject)
-        await self._publish(subject, self.codec.encode(subject, msg))
+        if msg_id is not None:
+            check_msg_id(msg_id)
+        await self._publish(subject, self.codec.encode(subject, msg), msg_id)
+
+    async def publish_many(self, messages: Sequence[tuple[str, msgspec.Struct, str | None]]) -> None:
+        """Publish `(subject, msg, msg_id)`s in this order; returns once all are sent (and stored).
+
+        Unlike `publish` in a loop, a backend may pipeline them: on NATS the messages into a stream go out
+        in one write and their acknowledgements are awaited together, so a batch costs about one round
+        trip instead of one per message. They are stored in the order given. On a failure it raises
+        PartialPublishError, whose `published` counts the leading messages known stored; the others may
+        or may not be (publish them again with the same msg ids)."""
+        self._check_open()
+        encoded = [(subject, self._encode_checked(subject, msg, msg_id), msg_id) for subject, msg, msg_id in messages]
+        await self._publish_many(encoded)
+
+    def _encode_checked(self, subject: str, msg: msgspec.Struct, msg_id: str | None) -> bytes:
+        validate_subject(subject)
+        if msg_id is not None:
+            check_msg_id(msg_id)
+        return self.codec.encode(subject, msg)
+
+    async def _publish_many(self, messages: Sequence[tuple[str, bytes, str | None]]) -> None:
+        """Backend hook of `publish_many`: by default one `_publish` after the other."""
+        for done, (subject, data, msg_id) in enumerate(messages):
+            try:
+                await self._publish(subject, data, msg_id)
+            except Exception as exc:
+                raise PartialPublishError(done, exc) from exc
 
     async def subscribe(
         self,
@@ -287,6 +345,36 @@ class Bus(ABC):
             await self._dispatch(handler, subject, data)
 
         return await self._subscribe(pattern, on_raw, mode, group if mode is Mode.COMPETE else None)
+
+    async def follow(self, pattern: str, handler: Handler, *, start_seq: int = 1) -> Subscription:
+        """Read the stream covering `pattern` from stream sequence `start_seq` on, then every new message.
+
+        Messages matching `pattern` reach `handler` one at a time in stream order, with `d.stream_seq`
+        set; nothing is acked. Every follower is independent and leaves no state behind: on NATS it is
+        an ephemeral consumer, deleted by `unsubscribe()` (or by the server a little after its process
+        died). It survives a server restart and reconnect by resuming after the last stream sequence it
+        delivered: no gap, no duplicate. This is how a service catches up on the history and then
+        stays current; remember the last `d.stream_seq` handled to resume later with `start_seq=seq + 1`.
+        Raises StreamError if no stream covers `pattern`.
+        """
+        self._check_open()
+        validate_pattern(pattern)
+        if isinstance(start_seq, bool) or not isinstance(start_seq, int) or start_seq < 1:
+            raise ValueError(f"start_seq must be an int >= 1 (1 = from the beginning), got {start_seq!r}")
+        return await self._follow(pattern, handler, start_seq)
+
+    async def last_message(self, stream: str) -> Delivery | None:
+        """The newest message stored in `stream` (decoded, with `stream_seq`), or None if it is empty.
+
+        Raises StreamError if there is no such stream, CodecError if the message does not decode.
+        """
+        self._check_open()
+        check_name(stream, "stream")
+        raw = await self._last_raw(stream)
+        if raw is None:
+            return None
+        subject, data, seq = raw
+        return Delivery(subject, self.codec.decode(subject, data), stream_seq=seq)
 
     async def request(self, subject: str, msg: msgspec.Struct, timeout: float = 1.0) -> msgspec.Struct:
         """Send an RPC request and return the decoded reply.
@@ -358,8 +446,23 @@ class Bus(ABC):
         """Open (creating if needed) a key-value bucket; `ttl` seconds expires entries after a write."""
 
     @abstractmethod
-    async def add_stream(self, name: str, subjects: Sequence[str], *, max_age: float | None = None) -> None:
-        """Create or update a durable stream storing every message published on `subjects`."""
+    async def add_stream(
+        self,
+        name: str,
+        subjects: Sequence[str],
+        *,
+        max_age: float | None = None,
+        duplicate_window: float | None = None,
+    ) -> None:
+        """Create or update a durable stream storing every message published on `subjects`.
+
+        `duplicate_window` (seconds, default DEFAULT_DUPLICATE_WINDOW) is how long a `msg_id` is
+        remembered for deduplication.
+        """
+
+    @abstractmethod
+    async def stream_info(self, name: str) -> StreamInfo:
+        """The stream's subjects and sequences; StreamError if there is no stream `name`."""
 
     async def close(self) -> None:
         """Close the connection; subscriptions end, durable cursors stay on the server."""
@@ -396,6 +499,7 @@ class Bus(ABC):
         delivery_count: int = 1,
         acker: Acker | None = None,
         token: object = None,
+        stream_seq: int | None = None,
     ) -> None:
         """Decode and run the handler; errors go to on_error (a poison durable message is dropped)."""
         try:
@@ -406,7 +510,7 @@ class Bus(ABC):
                 await acker.term(token)
             return
         try:
-            await handler(Delivery(subject, msg, delivery_count, acker, token))
+            await handler(Delivery(subject, msg, delivery_count, acker, token, stream_seq))
         except asyncio.CancelledError:
             raise
         except Exception as exc:
@@ -416,9 +520,35 @@ class Bus(ABC):
     def _stream_error(pattern: str, durable: str) -> StreamError:
         return StreamError(f"durable {durable!r}: no stream covers {pattern!r} (call add_stream(name, [...]) first)")
 
+    @staticmethod
+    def _check_add_stream(name: str, subjects: Sequence[str], max_age: float | None,
+                          duplicate_window: float | None) -> None:
+        check_name(name, "stream")
+        if isinstance(subjects, str) or not subjects:
+            raise ValueError(f"stream {name!r} needs a list of at least one subject, got {subjects!r}")
+        for s in subjects:
+            validate_pattern(s)
+        if max_age is not None and max_age <= 0:
+            raise ValueError(f"stream {name!r}: max_age must be positive, got {max_age}")
+        if duplicate_window is not None and duplicate_window <= 0:
+            raise ValueError(f"stream {name!r}: duplicate_window must be positive, got {duplicate_window}")
+        if duplicate_window is not None and max_age is not None and duplicate_window > max_age:
+            raise ValueError(f"stream {name!r}: duplicate_window {duplicate_window}s exceeds max_age {max_age}s")
+
+    @staticmethod
+    def _no_stream(pattern: str) -> StreamError:
+        return StreamError(f"follow: no stream covers {pattern!r} (call add_stream(name, [...]) first)")
+
     # ---- backend primitives -------------------------------------------------------------------
     @abstractmethod
-    async def _publish(self, subject: str, data: bytes) -> None: ...
+    async def _publish(self, subject: str, data: bytes, msg_id: str | None = None) -> None: ...
+
+    @abstractmethod
+    async def _follow(self, pattern: str, handler: Handler, start_seq: int) -> Subscription: ...
+
+    @abstractmethod
+    async def _last_raw(self, stream: str) -> tuple[str, bytes, int] | None:
+        """(subject, data, stream seq) of the stream's newest message, None if empty."""
 
     @abstractmethod
     async def _subscribe(self, pattern: str, cb: RawCallback, mode: Mode, group: str | None) -> Subscription: ...

@@ -59,3 +59,21 @@ class WrongRevisionError(KVError):
 
 class StreamError(BusError):
     """A durable stream problem: no stream covers a durable subscription's subject, bad config..."""
+
+
+class PublishTimeoutError(StreamError, TimeoutError):
+    """A publish into a stream got no acknowledgement in time (server unreachable or restarting).
+
+    The message may or may not be stored: publish it again with the same `msg_id` and the stream
+    keeps one copy."""
+
+
+class PartialPublishError(BusError):
+    """`publish_many` stopped at a failure: the first `published` messages are sent (stored, on stream
+    subjects), the rest may or may not be. The failure is the `__cause__`; publish the rest again (with
+    their msg ids, a stream keeps one copy of each)."""
+
+    def __init__(self, published: int, cause: BaseException) -> None:
+        super().__init__(f"published {published} message(s), then {type(cause).__name__}: {cause}")
+        self.published = published
+        self.cause = cause

@@ -4,7 +4,8 @@ Every `open_bus("memory://")` in a process joins the same default broker, and `m
 broker NAME (use a unique name for an isolated bus, e.g. per test), so several Bus objects behave
 like several connections to one server (groups, redelivery after a consumer dies, durable resume).
 Messages are still encoded, so codec errors and message isolation are the same as over the network.
-Stream contents and durable cursors live in the broker's memory and last as long as the process.
+Stream contents, durable cursors and message-id windows live in the broker's memory and last as long
+as the process.
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ from collections.abc import Sequence
 from typing import Final, NamedTuple, cast
 
 from tradesim.bus.base import (
+    DEFAULT_DUPLICATE_WINDOW,
     Bus,
     Entry,
     ErrorHandler,
@@ -24,6 +26,7 @@ from tradesim.bus.base import (
     KeyValue,
     Mode,
     RawCallback,
+    StreamInfo,
     Subscription,
     Watch,
     check_key,
@@ -35,9 +38,10 @@ from tradesim.bus.errors import (
     KeyExistsError,
     NoRespondersError,
     RequestTimeoutError,
+    StreamError,
     WrongRevisionError,
 )
-from tradesim.bus.subjects import covers, matches, validate_pattern
+from tradesim.bus.subjects import covers, matches
 
 INBOX_PREFIX: Final = "_INBOX."
 
@@ -77,28 +81,51 @@ class _Stored(NamedTuple):
 
 
 class _Stream:
-    """Stored messages of a stream, numbered from 1, with its durable consumers."""
+    """Stored messages of a stream, numbered from 1, with its durable consumers and followers.
 
-    def __init__(self, name: str, subjects: Sequence[str], max_age: float | None) -> None:
+    `ids` remembers each message id for `duplicate_window` seconds (insertion order is time order),
+    as JetStream does with `Nats-Msg-Id`.
+    """
+
+    def __init__(self, name: str, subjects: Sequence[str], max_age: float | None,
+                 duplicate_window: float | None) -> None:
         self.name = name
         self.subjects = list(subjects)
         self.max_age = max_age
+        self.duplicate_window = duplicate_window or DEFAULT_DUPLICATE_WINDOW
         self.first_seq = 1
         self.last_seq = 0
         self.msgs: deque[_Stored] = deque()
         self.consumers: dict[str, _Consumer] = {}
+        self.followers: set[asyncio.Event] = set()
+        self.ids: dict[str, float] = {}
 
     def covers(self, subject: str) -> bool:
         return any(matches(p, subject) for p in self.subjects)
 
-    def append(self, subject: str, data: bytes) -> None:
+    def append(self, subject: str, data: bytes, msg_id: str | None = None) -> bool:
+        """Stores the message unless `msg_id` was stored within the duplicate window."""
         now = time.monotonic()
         self._prune(now)
+        if msg_id is not None:
+            ids = self.ids
+            horizon = now - self.duplicate_window
+            while ids:
+                oldest = next(iter(ids))
+                if ids[oldest] >= horizon:
+                    break
+                del ids[oldest]
+            if msg_id in ids:
+                return False
+            ids[msg_id] = now
         self.last_seq += 1
         self.msgs.append(_Stored(subject, data, now))
         for c in self.consumers.values():
             if matches(c.filter, subject):
                 c.wake()
+        for wake in self.followers:
+            wake.set()
+        return True
 
     def _prune(self, now: float) -> None:
         if self.max_age is None:
@@ -392,7 +419,7 @@ class Broker:
     def new_inbox(self) -> str:
         return f"{INBOX_PREFIX}{next(self._inbox)}"
 
-    def publish(self, subject: str, data: bytes, reply: str | None = None) -> int:
+    def publish(self, subject: str, data: bytes, reply: str | None = None, msg_id: str | None = None) -> int:
         """Route a message; returns how many subscriptions it reached."""
         if subject.startswith(INBOX_PREFIX):
             fut = self.replies.pop(subject, None)
@@ -414,16 +441,27 @@ class Broker:
                 self._stream_routes.clear()
             self._stream_routes[subject] = streams
         for st in streams:
-            st.append(subject, data)
+            st.append(subject, data, msg_id)
         return len(route.plain) + len(route.groups)
 
-    def add_stream(self, name: str, subjects: Sequence[str], max_age: float | None) -> None:
+    def add_stream(self, name: str, subjects: Sequence[str], max_age: float | None,
+                   duplicate_window: float | None) -> None:
+        """Creates or updates a stream; like JetStream, refuses subjects another stream already covers."""
+        for other in self.streams.values():
+            if other.name == name:
+                continue
+            for mine in subjects:
+                for theirs in other.subjects:
+                    if _overlap(mine, theirs):
+                        raise StreamError(f"cannot add stream {name!r} on {list(subjects)}: subject {mine!r} "
+                                          f"overlaps {theirs!r} of stream {other.name!r}")
         st = self.streams.get(name)
         if st is None:
-            self.streams[name] = _Stream(name, subjects, max_age)
+            self.streams[name] = _Stream(name, subjects, max_age, duplicate_window)
         else:
             st.subjects = list(subjects)
             st.max_age = max_age
+            st.duplicate_window = duplicate_window or DEFAULT_DUPLICATE_WINDOW
         self._stream_routes.clear()
 
     def find_stream(self, pattern: str) -> _Stream | None:
@@ -431,6 +469,21 @@ class Broker:
             if any(covers(p, pattern) for p in st.subjects):
                 return st
         return None
+
+
+def _overlap(a: str, b: str) -> bool:
+    """True if some subject matches both patterns (NATS rejects streams whose subjects overlap)."""
+    ta, tb = a.split("."), b.split(".")
+    for i in range(max(len(ta), len(tb))):
+        x = ta[i] if i < len(ta) else None
+        y = tb[i] if i < len(tb) else None
+        if x == ">" or y == ">":
+            return x is not None and y is not None
+        if x is None or y is None:
+            return False
+        if x != y and x != "*" and y != "*":
+            return False
+    return True
 
 
 _BROKERS: dict[str, Broker] = {}
@@ -487,8 +540,8 @@ class MemoryBus(Bus):
         self._watches: list[_MemoryWatch] = []
         self._kvs: dict[str, MemoryKeyValue] = {}
 
-    async def _publish(self, subject: str, data: bytes) -> None:
-        self.broker.publish(subject, data)
+    async def _publish(self, subject: str, data: bytes, msg_id: str | None = None) -> None:
+        self.broker.publish(subject, data, None, msg_id)
 
     async def _subscribe(self, pattern: str, cb: RawCallback, mode: Mode, group: str | None) -> Subscription:
         core = _CoreSub(self, pattern, group, cb)
@@ -534,11 +587,60 @@ class MemoryBus(Bus):
                 if rec is None:  # aged out of the stream
                     c.ack(seq)
                     continue
-                await self._dispatch(handler, rec.subject, rec.data, n, _ACKER, (c, seq, n))
+                await self._dispatch(handler, rec.subject, rec.data, n, _ACKER, (c, seq, n), seq)
 
         sub.task = asyncio.create_task(run(), name=f"bus-durable:{durable}")
         self._subs.append(sub)
         return sub
+
+    async def _follow(self, pattern: str, handler: Handler, start_seq: int) -> Subscription:
+        st = self.broker.find_stream(pattern)
+        if st is None:
+            raise self._no_stream(pattern)
+        sub = _MemorySubscription(self, pattern, Mode.BROADCAST, None, None, None)
+        wake = asyncio.Event()
+        st.followers.add(wake)
+
+        async def run() -> None:
+            seq = start_seq
+            try:
+                while not sub.stopped:
+                    seq = max(seq, st.first_seq)  # what aged out of the stream is gone
+                    if seq > st.last_seq:
+                        wake.clear()
+                        await wake.wait()
+                        continue
+                    rec = st.get(seq)
+                    seq += 1
+                    if rec is not None and matches(pattern, rec.subject):
+                        await self._dispatch(handler, rec.subject, rec.data, stream_seq=seq - 1)
+            finally:
+                st.followers.discard(wake)
+
+        sub.task = asyncio.create_task(run(), name=f"bus-follow:{pattern}")
+        self._subs.append(sub)
+        return sub
+
+    async def _last_raw(self, stream: str) -> tuple[str, bytes, int] | None:
+        st = self._stream(stream)
+        st._prune(time.monotonic())
+        if not st.msgs:
+            return None
+        rec = st.msgs[-1]
+        return rec.subject, rec.data, st.last_seq
+
+    async def stream_info(self, name: str) -> StreamInfo:
+        self._check_open()
+        st = self._stream(check_name(name, "stream"))
+        st._prune(time.monotonic())
+        return StreamInfo(name=name, subjects=list(st.subjects), first_seq=st.first_seq, last_seq=st.last_seq,
+                          messages=len(st.msgs))
+
+    def _stream(self, name: str) -> _Stream:
+        st = self.broker.streams.get(name)
+        if st is None:
+            raise StreamError(f"no stream named {name!r} on {self.url}")
+        return st
 
     async def kv(self, bucket: str, *, ttl: float | None = None) -> KeyValue:
         self._check_open()
@@ -551,14 +653,17 @@ class MemoryBus(Bus):
             kv = self._kvs[bucket] = MemoryKeyValue(self, b)
         return kv
 
-    async def add_stream(self, name: str, subjects: Sequence[str], *, max_age: float | None = None) -> None:
+    async def add_stream(
+        self,
+        name: str,
+        subjects: Sequence[str],
+        *,
+        max_age: float | None = None,
+        duplicate_window: float | None = None,
+    ) -> None:
         self._check_open()
-        check_name(name, "stream")
-        if not subjects:
-            raise ValueError(f"stream {name!r} needs at least one subject")
-        for s in subjects:
-            validate_pattern(s)
-        self.broker.add_stream(name, subjects, max_age)
+        self._check_add_stream(name, subjects, max_age, duplicate_window)
+        self.broker.add_stream(name, subjects, max_age, duplicate_window)
 
     async def _close(self) -> None:
         for sub in list(self._subs):

@@ -45,6 +45,7 @@ from tradesim.client.models import (
     Trades,
     VarFigure,
 )
+from tradesim.client.nats import AsyncNatsClient, NatsClient
 from tradesim.client.stream import (
     FillEvent,
     Level2Snapshot,
@@ -69,6 +70,7 @@ __all__ = [
     "AlgoParams",
     "ApiError",
     "AsyncClient",
+    "AsyncNatsClient",
     "BadRequest",
     "Bar",
     "Bars",
@@ -84,6 +86,7 @@ __all__ = [
     "Level2Snapshot",
     "Level2Update",
     "Message",
+    "NatsClient",
     "NotFound",
     "Order",
     "OrderEvent",

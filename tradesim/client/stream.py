@@ -21,8 +21,10 @@ from tradesim.domain import Side
 PUBLIC: Final = frozenset({"trades", "level2", "ticker"})
 # WebSocket error codes → the HTTP status their REST twin would answer, for the typed exception
 _WS_STATUS: Final = {"unauthorized": 401, "missing_token": 401, "invalid_token": 401, "token_expired": 401,
+                     "invalid_credentials": 401, "key_revoked": 401,
                      "forbidden": 403, "unknown_symbol": 404, "not_subscribed": 404, "unknown_account": 404,
-                     "already_subscribed": 409, "slow_consumer": 429}
+                     "already_subscribed": 409, "already_authenticated": 409,
+                     "slow_consumer": 429, "rate_limited": 429, "rate_limit_exceeded": 429}
 
 
 class SequenceGap(ClientError):

@@ -1,18 +1,17 @@
 """`Client`: the blocking face of `AsyncClient`, for scripts and notebooks that have no event loop.
 
-It runs a private event loop on a daemon thread and hands each call to it, so it works the same whether
-or not the calling thread has a loop of its own (a notebook's, say) and is safe to use from many threads.
+Each call runs on a private event loop in a daemon thread (`LoopThread`), so it works the same whether or
+not the calling thread has a loop of its own (a notebook's, say) and is safe to use from many threads.
 """
 
 from __future__ import annotations
 
-import asyncio
-import threading
 from collections.abc import Awaitable, Iterator
 from types import TracebackType
 from typing import Any, TypeVar
 
 from tradesim.client.aio import DEFAULT_URL, AsyncClient, OrderRef, PriceLike
+from tradesim.client.loop import LoopThread
 from tradesim.client.models import (
     Account,
     Algo,
@@ -39,29 +38,25 @@ class Client:
     """Same arguments and methods as `AsyncClient`, each blocking until its answer."""
 
     def __init__(self, base_url: str = DEFAULT_URL, **kw: Any) -> None:
-        self._loop = asyncio.new_event_loop()
-        self._thread = threading.Thread(target=self._loop.run_forever, name="tradesim-client", daemon=True)
-        self._thread.start()
-        self._closed = False
+        self._thread = LoopThread("tradesim-client")
 
         async def make() -> AsyncClient:  # httpx wants to be created where it will run
             return AsyncClient(base_url, **kw)
 
         self.aio: AsyncClient = self._run(make())
 
+    @property
+    def _closed(self) -> bool:
+        return self._thread.closed
+
     def _run(self, coro: Awaitable[T]) -> T:
-        if self._closed:
-            raise RuntimeError("the client is closed")
-        return asyncio.run_coroutine_threadsafe(_wrap(coro), self._loop).result()
+        return self._thread.run(coro)
 
     def close(self) -> None:
         if self._closed:
             return
         self._run(self.aio.aclose())
-        self._closed = True
-        self._loop.call_soon_threadsafe(self._loop.stop)
-        self._thread.join(timeout=5)
-        self._loop.close()
+        self._thread.stop()
 
     def __enter__(self) -> Client:
         return self
@@ -171,7 +166,3 @@ class Client:
         finally:
             if not self._closed:
                 self._run(agen.aclose())
-
-
-async def _wrap(coro: Awaitable[T]) -> T:
-    return await coro

@@ -24,6 +24,7 @@ import inspect
 import logging
 import random
 import time
+import uuid
 from collections.abc import Awaitable, Callable
 from typing import Final, Protocol, TypeVar
 
@@ -36,6 +37,10 @@ log = logging.getLogger("tradesim.cluster.election")
 
 LEADERS_BUCKET: Final = "tradesim-leaders"
 """The KV bucket holding one leader key per single-active name (no bucket TTL: see module docstring)."""
+
+INCARNATION_KEY: Final = "_incarnation"
+"""A key of the leaders bucket holding a random id written once per bucket: it changes when the NATS store
+is wiped, which also restarts the revisions (= fencing tokens) at 1. Not usable as an election name."""
 
 DEFAULT_TTL: Final = 1.0
 RETRY_MIN: Final = 0.10
@@ -108,7 +113,7 @@ class SingleActive:
     """One participant in the election of `name`; exactly one participant at a time is active.
 
     `on_elected(token)` runs when this instance becomes the leader, `on_demoted(reason)` when it stops
-    being one (reason: "released", "lost", "fenced"); both may be sync or async and should be quick
+    being one (reason: "released", "lost", "fenced", "resigned"); both may be sync or async and should be quick
     (they run in the election loop). Serve only while `is_active`, and pass `fencing_token` with every
     command to a resource guarded by a `FencingGuard`.
     """
@@ -131,6 +136,8 @@ class SingleActive:
         retry: tuple[float, float] = (RETRY_MIN, RETRY_MAX),
     ) -> None:
         check_key(name)
+        if name == INCARNATION_KEY:
+            raise ValueError(f"{INCARNATION_KEY!r} is reserved, not an election name")
         if not instance_id:
             raise ValueError("instance_id must not be empty")
         heartbeat = ttl / 5 if heartbeat is None else heartbeat
@@ -167,6 +174,8 @@ class SingleActive:
         self._renewed_at = 0.0  # monotonic send time of the last successful write
         self._seen_rev = 0  # standby: the holder's revision and when we first saw it
         self._seen_at = 0.0
+        self._resign_token: int | None = None  # resign(token) asked the loop to give up that leadership
+        self._leader_wake = asyncio.Event()  # wakes a leader's wait for its next renewal: stop or resign
         self.elections = 0  # how many times this instance won (for tests and metrics)
 
     # ---- public API ------------------------------------------------------------------------
@@ -191,6 +200,23 @@ class SingleActive:
             asyncio.create_task(self._watch_loop(self._watch), name=f"election-watch:{self.name}"),
         ]
 
+    async def incarnation(self) -> str:
+        """The leaders bucket's incarnation id (created on first use), read afresh from the bus.
+
+        Tokens are comparable only within one incarnation: a resource that also stores fencing tokens
+        outside NATS (the OMS's PostgreSQL store) records the incarnation with the token, so a wiped NATS
+        store — whose tokens restart at 1 — does not leave it fenced forever by a token of the old one.
+        """
+        kv = self._kv or await self.bus.kv(self.bucket)
+        try:
+            await kv.create(INCARNATION_KEY, uuid.uuid4().hex.encode())
+        except KeyExistsError:
+            pass
+        entry = await kv.get(INCARNATION_KEY)
+        if entry is None:
+            raise RuntimeError(f"the {INCARNATION_KEY} key of bucket {self.bucket!r} vanished")
+        return entry.value.decode()
+
     async def wait_active(self, timeout: float | None = None) -> bool:
         """Wait until this instance is the leader; False if `timeout` seconds pass first."""
         try:
@@ -205,6 +231,7 @@ class SingleActive:
             return
         self._stopping.set()
         self._wake.set()
+        self._leader_wake.set()
         run = self._tasks[0] if self._tasks else None
         if run is not None:
             try:
@@ -227,6 +254,18 @@ class SingleActive:
         """Graceful hand-over: step down, delete the key with `delete(expected_revision)`, leave the election."""
         await self.stop()
 
+    def resign(self, token: int) -> None:
+        """Give up the leadership won with `token` (no-op if that is not the current one) and keep contending.
+
+        For an owner that cannot act on this leadership (its activation gave up): holding the lease while
+        doing nothing would keep every standby out for as long as this process renews. The election loop
+        steps down ("resigned", on_demoted runs there), deletes the key, and contends again after a retry
+        interval, so a standby that can act gets the first chance. Safe to call from any task.
+        """
+        if self._active and self._token == token and not self._stopping.is_set():
+            self._resign_token = token
+            self._leader_wake.set()
+
     # ---- the loop --------------------------------------------------------------------------
     async def _run(self) -> None:
         while not self._stopping.is_set():
@@ -246,10 +285,20 @@ class SingleActive:
         deadline = self._renewed_at + (self.ttl - self.margin)
         next_renew = self._renewed_at + self.heartbeat
         delay = min(next_renew, deadline) - self._clock()
-        if delay > 0:
+        if delay > 0 and self._resign_token is None:
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._stopping.wait(), delay)
+                await asyncio.wait_for(self._leader_wake.wait(), delay)
+            self._leader_wake.clear()
             if self._stopping.is_set():
+                return
+        if self._resign_token is not None:
+            resigned, self._resign_token = self._resign_token, None
+            if resigned == self._token:
+                await self._step_down("resigned", delete=True)
+                with contextlib.suppress(TimeoutError):  # let a standby that can act win the key first
+                    await asyncio.wait_for(self._stopping.wait(), self._retry[1])
+                return
+            if self._clock() < next_renew:
                 return
         sent = self._clock()
         if sent >= deadline:
@@ -288,9 +337,10 @@ class SingleActive:
             await self._pause(0.005)  # deleted between create and get: try create again
             return
         holder = decode_leader(entry.value)
+        stale_after = max(self.ttl, holder.ttl if holder else self.ttl)
         if entry.revision != self._seen_rev:
             self._seen_rev, self._seen_at = entry.revision, now
-        elif now - self._seen_at >= max(self.ttl, holder.ttl if holder else self.ttl):
+        elif now - self._seen_at >= stale_after:
             sent = self._clock()
             try:
                 rev = await self._kv.update(self.name, self._record(0), expected_revision=entry.revision)
@@ -301,7 +351,10 @@ class SingleActive:
                          holder.instance_id if holder else "?")
                 await self._elected(rev, sent)
                 return
-        await self._pause(self._rng.uniform(*self._retry))
+        # Look again at the moment the key would turn stale rather than up to a retry interval later: a
+        # crashed leader is replaced about `ttl` after its last renewal, not ttl + jitter.
+        due = self._seen_at + stale_after - self._clock()
+        await self._pause(max(0.001, min(self._rng.uniform(*self._retry), due + 0.001)))
 
     async def _pause(self, seconds: float) -> None:
         """Sleep, but wake at once on a watch event or stop."""
@@ -331,6 +384,7 @@ class SingleActive:
         """Stop acting first, tell the service, then (best effort) free the key for the standbys."""
         self._active = False
         self._active_evt.clear()
+        self._resign_token = None
         revision, self._token = self._revision, None
         self._seen_rev = 0
         log.info("election %s: %s stepped down (%s)", self.name, self.instance_id, reason)

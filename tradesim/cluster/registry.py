@@ -12,6 +12,8 @@ import asyncio
 import contextlib
 import enum
 import logging
+import os
+import socket
 import time
 from collections.abc import Callable, Mapping
 from typing import Final
@@ -59,6 +61,11 @@ class InstanceInfo(msgspec.Struct, frozen=True, kw_only=True):
     started: float  # wall clock, s
     heartbeat_ts: float  # wall clock, s
     metrics: Metrics = msgspec.field(default_factory=dict)
+    # Where the instance runs and answers HTTP (/healthz, /readyz, /metrics): what an operator or a
+    # supervisor needs to reach or kill it. Defaults keep entries written before these fields readable.
+    host: str = ""
+    pid: int = 0
+    port: int | None = None
 
 
 class InstanceStatus(msgspec.Struct, frozen=True, kw_only=True):
@@ -102,6 +109,9 @@ class Registration:
         state: Callable[[], State] = lambda: State.ACTIVE,
         metrics: Callable[[], Mapping[str, MetricValue]] | None = None,
         wall_clock: Callable[[], float] = time.time,
+        host: str | None = None,
+        pid: int | None = None,
+        port: int | None = None,
     ) -> None:
         if heartbeat <= 0:
             raise ValueError(f"heartbeat must be positive, got {heartbeat}")
@@ -115,6 +125,9 @@ class Registration:
         self._state = state
         self._metrics = metrics
         self._wall = wall_clock
+        self.host = socket.gethostname() if host is None else host
+        self.pid = os.getpid() if pid is None else pid
+        self.port = port
         self.started = wall_clock()
         self._kv: KeyValue | None = None
         self._task: asyncio.Task[None] | None = None
@@ -123,7 +136,8 @@ class Registration:
         metrics = dict(self._metrics()) if self._metrics is not None else {}
         return InstanceInfo(service=self.service, instance_id=self.instance_id, role=self.role,
                             state=self._state(), version=self.version, started=self.started,
-                            heartbeat_ts=self._wall(), metrics=metrics)
+                            heartbeat_ts=self._wall(), metrics=metrics, host=self.host, pid=self.pid,
+                            port=self.port)
 
     async def start(self) -> None:
         """Write the entry now (so the instance is listed when this returns), then heartbeat."""

@@ -54,6 +54,7 @@ from tradesim.engine.snapshot import (
     BookState,
     EngineSnapshot,
     LevelState,
+    OrderState,
     order_from_state,
     order_state,
 )
@@ -86,6 +87,18 @@ _R_NO_LIQUIDITY: Final = CancelReason.NO_LIQUIDITY
 
 # Canonical encoding for state_hash: unordered collections (instrument flags) are sorted.
 _HASH_ENCODER: Final = msgspec.msgpack.Encoder(order="deterministic")
+_KEY_BOOKS: Final = _HASH_ENCODER.encode("books")
+_KEY_VERSION: Final = _HASH_ENCODER.encode("version")
+_EMPTY_ARRAY: Final = 0x90
+
+
+def _array_header(n: int) -> bytes:
+    """The msgpack header of an array of `n` items."""
+    if n < 16:
+        return bytes((0x90 | n,))
+    if n < 0x10000:
+        return b"\xdc" + n.to_bytes(2, "big")
+    return b"\xdd" + n.to_bytes(4, "big")
 
 
 class MatchingEngine:
@@ -95,9 +108,14 @@ class MatchingEngine:
     sequence number. Bad input never raises: it yields `OrderRejected` and leaves the state as it was.
     """
 
-    __slots__ = ("_books", "_clients", "_expiry", "_instruments", "_order_id", "_orders", "_seq", "_trade_id")
+    __slots__ = ("_books", "_clients", "_expiry", "_final_bytes", "_final_states", "_instruments", "_order_id",
+                 "_orders", "_seq", "_trade_id")
 
-    def __init__(self, instruments: Iterable[Instrument] = ()) -> None:
+    def __init__(self, instruments: Iterable[Instrument] = (), *, id_base: int = 0) -> None:
+        """`id_base`: order ids and trade ids are numbered from `id_base + 1` (a venue shard's block, so
+        ids are unique over every shard; see `ShardMap.id_base`). The counters carry it into snapshots."""
+        if isinstance(id_base, bool) or not isinstance(id_base, int) or id_base < 0:
+            raise ValueError(f"id_base must be a non-negative int, got {id_base!r}")
         self._instruments: dict[str, Instrument] = {}
         self._books: dict[str, OrderBook] = {}
         # Every accepted order, live or finished, by id and by (account, client order id).
@@ -106,8 +124,13 @@ class MatchingEngine:
         # Heap of (expire_ts, order_id) of GTD orders; entries of finished orders are skipped lazily.
         self._expiry: list[tuple[int, int]] = []
         self._seq: int = 0
-        self._order_id: int = 0
-        self._trade_id: int = 0
+        self._order_id: int = id_base
+        self._trade_id: int = id_base
+        # A finished order (leaves_qty == 0) never changes again, so its snapshot state and that state's
+        # canonical encoding are built once: snapshot() and state_hash() stay O(live orders) in Python
+        # work as the order history grows (a venue hashes its state at every registry heartbeat).
+        self._final_states: dict[int, OrderState] = {}
+        self._final_bytes: dict[int, bytes] = {}
         for instrument in instruments:
             self._list(instrument)
 
@@ -517,9 +540,24 @@ class MatchingEngine:
             order_id=self._order_id,
             trade_id=self._trade_id,
             instruments=list(self._instruments.values()),
-            orders=[order_state(order) for order in self._orders.values()],
+            orders=self._order_states(),
             books=books,
         )
+
+    def _order_states(self) -> list[OrderState]:
+        """Every order's state, by order id; a finished order's is cached (see `_final_states`)."""
+        final = self._final_states
+        out: list[OrderState] = []
+        append = out.append
+        get = final.get
+        for oid, order in self._orders.items():
+            state = get(oid)
+            if state is None:
+                state = order_state(order)
+                if not order.leaves_qty:
+                    final[oid] = state
+            append(state)
+        return out
 
     @classmethod
     def restore(cls, snapshot: EngineSnapshot) -> MatchingEngine:
@@ -550,8 +588,35 @@ class MatchingEngine:
         return engine
 
     def state_hash(self) -> str:
-        """SHA-256 hex of the canonical msgpack encoding of `snapshot()`: equal hashes, equal state."""
-        return hashlib.sha256(_HASH_ENCODER.encode(self.snapshot())).hexdigest()
+        """SHA-256 hex of the canonical msgpack encoding of `snapshot()`: equal hashes, equal state.
+
+        Computed from the cached encodings of finished orders (msgpack concatenates: a list's encoding
+        is its header followed by its items' encodings), so only live orders are encoded anew; the
+        bytes hashed are exactly `_HASH_ENCODER.encode(self.snapshot())`."""
+        return hashlib.sha256(self.canonical_bytes()).hexdigest()
+
+    def canonical_bytes(self) -> bytes:
+        """`_HASH_ENCODER.encode(self.snapshot())` (deterministic msgpack), built from cached parts."""
+        snap = self.snapshot()
+        encode = _HASH_ENCODER.encode
+        empty = encode(_replace(snap, orders=[]))
+        tail = _KEY_BOOKS + encode(snap.books) + _KEY_VERSION + encode(snap.version)
+        cut = len(empty) - len(tail) - 1
+        if cut < 0 or empty[cut] != _EMPTY_ARRAY or not empty.endswith(tail):  # pragma: no cover - layout guard
+            return encode(snap)
+        cache = self._final_bytes
+        get = cache.get
+        parts: list[bytes] = [empty[:cut], _array_header(len(snap.orders))]
+        append = parts.append
+        for state in snap.orders:
+            data = get(state.order_id)
+            if data is None:
+                data = encode(state)
+                if not state.leaves_qty:
+                    cache[state.order_id] = data
+            append(data)
+        append(empty[cut + 1:])
+        return b"".join(parts)
 
     # ------------------------------------------------------------------ internals
 

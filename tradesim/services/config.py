@@ -17,7 +17,8 @@ from typing import Any, TypeVar
 import msgspec
 
 from tradesim.domain import Instrument, OffTickError
-from tradesim.services.agents.service import AgentsConfig
+from tradesim.services.agents.service import AgentsConfig, agent_accounts
+from tradesim.services.algos.config import Settings as AlgosConfig
 from tradesim.services.compliance import ComplianceConfig
 from tradesim.services.compliance.config import compliance_config_from_dict
 from tradesim.services.marketdata.reference import GbmParams
@@ -25,6 +26,7 @@ from tradesim.services.risk import RiskConfig
 from tradesim.services.risk.config import risk_config_from_dict
 from tradesim.services.risk.monitor_config import MonitorConfig
 from tradesim.services.signals.config import SignalsConfig
+from tradesim.services.venue.shards import Shard, ShardMap, ShardMapError
 
 DEFAULT_FILE = Path(__file__).with_name("default.toml")
 ENV_PREFIX = "TRADESIM_"
@@ -32,7 +34,7 @@ ENV_PREFIX = "TRADESIM_"
 T = TypeVar("T")
 
 SECTIONS = frozenset({"system", "instruments", "accounts", "risk", "compliance", "monitor", "api",
-                      "marketdata", "agents", "replays", "signals"})
+                      "marketdata", "agents", "replays", "signals", "shards", "algos"})
 
 
 class ConfigError(ValueError):
@@ -46,6 +48,18 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=
     host: str = "127.0.0.1"
     port: int = 8000
     snapshot_every: int = 10_000
+    # Distributed mode, venue role: which venue shard this process runs ("" = the only one), how many
+    # copies its JetStream journal keeps (on a NATS cluster), and its election's lease (s): a crashed
+    # leader is replaced after about that long.
+    shard: str = ""
+    journal_replicas: int = 1
+    venue_ttl: float = 0.75
+
+    def __post_init__(self) -> None:
+        if not 1 <= self.journal_replicas <= 5:
+            raise ValueError(f"journal_replicas must be 1 to 5, got {self.journal_replicas}")
+        if not 0.2 <= self.venue_ttl <= 60:
+            raise ValueError(f"venue_ttl must be 0.2 to 60 seconds, got {self.venue_ttl}")
 
     @property
     def journal_target(self) -> str:
@@ -76,7 +90,7 @@ class AccountConfig(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fi
 
 
 class ApiSettings(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
-    """`[api]`: the HTTP API's auth and rate limit."""
+    """`[api]`: the HTTP API's auth and rate limits (REST and WebSocket)."""
 
     # HS256 key for access tokens; "" = a random one generated once and kept in <data_dir>/jwt.secret.
     jwt_secret: str = ""
@@ -85,14 +99,19 @@ class ApiSettings(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fiel
     rate_burst: int = 100  # bucket size
     login_rate_limit: float = 1.0  # token requests per second per client address
     login_burst: int = 10
+    ws_rate_limit: float = 10.0  # WebSocket messages per second per connection (token bucket refill)
+    ws_rate_burst: int = 100  # bucket size: enough to subscribe to the 100-subscription maximum at once
+    ws_rate_strikes: int = 10  # refused WebSocket messages tolerated (one forgiven per second); the next closes
 
     def __post_init__(self) -> None:
         if self.token_ttl <= 0:
             raise ValueError(f"token_ttl must be positive, got {self.token_ttl}")
-        if self.rate_limit <= 0 or self.login_rate_limit <= 0:
-            raise ValueError("rate_limit and login_rate_limit must be positive")
-        if self.rate_burst < 1 or self.login_burst < 1:
-            raise ValueError("rate_burst and login_burst must be at least 1")
+        if self.rate_limit <= 0 or self.login_rate_limit <= 0 or self.ws_rate_limit <= 0:
+            raise ValueError("rate_limit, login_rate_limit and ws_rate_limit must be positive")
+        if self.rate_burst < 1 or self.login_burst < 1 or self.ws_rate_burst < 1:
+            raise ValueError("rate_burst, login_burst and ws_rate_burst must be at least 1")
+        if self.ws_rate_strikes < 0:
+            raise ValueError(f"ws_rate_strikes must be 0 or more, got {self.ws_rate_strikes}")
 
 
 class MarketDataConfig(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
@@ -103,6 +122,13 @@ class MarketDataConfig(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown
     gbm: GbmParams = GbmParams()  # every symbol's reference price process...
     symbols: dict[str, GbmParams] = {}  # ...unless it has its own
     record_every: int = 10  # store one tick in N (bars are always stored)
+
+
+class ShardConfig(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
+    """`[[shards]]`: a venue shard (its own journal, leader and standbys) and the symbols it holds."""
+
+    name: str
+    symbols: list[str]
 
 
 class ReplayConfig(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
@@ -129,12 +155,46 @@ class SystemConfig(msgspec.Struct, frozen=True, kw_only=True):
     source: str = ""
     api: ApiSettings = ApiSettings()
     signals: SignalsConfig = SignalsConfig()
+    algos: AlgosConfig = AlgosConfig()
+    shards: list[ShardConfig] = []
+
+    def shard_map(self) -> ShardMap:
+        """The venue shards (`[[shards]]`; without it, one shard `main` with every instrument)."""
+        symbols = [i.symbol for i in self.instruments]
+        if not self.shards:
+            return ShardMap.single(symbols)
+        return ShardMap([(s.name, s.symbols) for s in self.shards], symbols)
+
+    def venue_shard(self, name: str = "") -> Shard:
+        """The shard a venue process runs: `name` ("" = the only one; an error if there are several)."""
+        shards = self.shard_map()
+        if not name:
+            if shards.sharded:
+                raise ConfigError(f"{self.source}: the venue has {len(shards.shards)} shards "
+                                  f"({', '.join(s.name for s in shards.shards)}): say which one this venue "
+                                  "runs (--shard NAME)")
+            return shards.shards[0]
+        try:
+            return shards.shard(name)
+        except ShardMapError as exc:
+            raise ConfigError(f"{self.source}: {exc}") from None
 
     def instrument(self, symbol: str) -> Instrument:
         for instrument in self.instruments:
             if instrument.symbol == symbol:
                 return instrument
         raise KeyError(symbol)
+
+    def trading_accounts(self) -> dict[str, tuple[Decimal, str, str]]:
+        """`{account: (cash, kind, currency)}` of every account the system trades: the `[[accounts]]`, the
+        agents' accounts, and the signals agent's (unless `[[accounts]]` lists it). Every process that
+        books or checks trades (OMS, accounts, risk monitor) must open the same set, so it is computed
+        here once rather than in each role."""
+        accounts = {a.id: (a.cash, a.kind, a.currency) for a in self.accounts}
+        accounts.update(agent_accounts(self.agents, self.instruments))
+        sig = self.signals
+        accounts.setdefault(sig.account, (sig.cash, sig.kind, sig.currency))
+        return accounts
 
     def with_settings(self, **changes: Any) -> SystemConfig:
         """A copy with some settings replaced (the command line's overrides); None values are ignored."""
@@ -163,7 +223,14 @@ def load_config(path: str | Path | None = None, env: Mapping[str, str] | None = 
         if replay.speed < 0:
             raise ConfigError(f"{source}: replays: speed must be 0 (as fast as possible) or positive, "
                               f"got {replay.speed}")
+    shards = _checked(data.get("shards", []), list[ShardConfig], source, "shards")
+    try:
+        if shards:
+            ShardMap([(s.name, s.symbols) for s in shards], [i.symbol for i in instruments])
+    except ShardMapError as exc:
+        raise ConfigError(f"{source}: shards: {exc}") from None
     return SystemConfig(
+        shards=shards,
         settings=settings,
         instruments=instruments,
         reference_prices=_reference_prices(_instrument_configs(data, source), source),
@@ -177,6 +244,7 @@ def load_config(path: str | Path | None = None, env: Mapping[str, str] | None = 
         source=source,
         api=_convert(data.get("api", {}), ApiSettings, source, "api"),
         signals=_checked(data.get("signals", {}), SignalsConfig, source, "signals"),
+        algos=_checked(data.get("algos", {}), AlgosConfig, source, "algos"),
     )
 
 
@@ -211,12 +279,21 @@ def _settings(table: object, source: str, env: Mapping[str, str]) -> Settings:
     for field in msgspec.structs.fields(Settings):
         value = env.get(ENV_PREFIX + field.name.upper())
         if value is not None:
-            overrides[field.name] = int(value) if field.type is int and value.isdigit() else value
+            overrides[field.name] = int(value) if field.type is int and value.isdigit() else \
+                float(value) if field.type is float and _is_number(value) else value
     base = _convert(table, Settings, source, "system")
     try:
         return msgspec.structs.replace(base, **overrides)
     except (TypeError, ValueError) as exc:
         raise ConfigError(f"{source}: bad TRADESIM_* environment override: {exc}") from exc
+
+
+def _is_number(text: str) -> bool:
+    try:
+        float(text)
+    except ValueError:
+        return False
+    return True
 
 
 def _instrument_configs(data: dict[str, Any], source: str) -> list[InstrumentConfig]:

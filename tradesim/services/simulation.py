@@ -22,6 +22,7 @@ from tradesim.bus import Delivery, subjects
 from tradesim.services.agents.service import agent_accounts
 from tradesim.services.config import SystemConfig
 from tradesim.services.marketdata.messages import Tick
+from tradesim.services.oms.store import MemoryOrderStore, OrderStore
 from tradesim.services.system import System
 from tradesim.services.venue.messages import TradePrint
 from tradesim.services.virtual_time import VirtualTimeLoop, run_simulated
@@ -93,25 +94,29 @@ def simulate(config: SystemConfig, duration_s: float, *, seed: int | None = None
     """Runs the system for `duration_s` simulated seconds and returns what happened.
 
     `seed` replaces the agents' and the market data's seeds. Without a `data_dir` of its own in the
-    configuration's settings (the default `./data`), the run uses a fresh temporary directory.
+    configuration's settings (the default `./data`), the run uses a fresh temporary directory, and
+    the OMS keeps its orders in memory: nothing outlives the run there, so SQLite would only cost time.
     """
     if seed is not None:
         config = msgspec.structs.replace(
             config, agents=msgspec.structs.replace(config.agents, seed=seed),
             marketdata=msgspec.structs.replace(config.marketdata, seed=seed))
     with tempfile.TemporaryDirectory(prefix="tradesim-sim-") as scratch:
-        if config.settings.data_dir == "./data" and not config.settings.db:
+        throwaway = config.settings.data_dir == "./data" and not config.settings.db
+        if throwaway:
             config = config.with_settings(data_dir=str(Path(scratch) / "data"))
         if config.settings.bus == "memory://":
             config = config.with_settings(bus=f"memory://simulation-{Path(scratch).name}")
-        return run_simulated(lambda loop: _run(loop, config, duration_s, progress, progress_every_s))
+        return run_simulated(lambda loop: _run(loop, config, duration_s, progress, progress_every_s,
+                                               MemoryOrderStore() if throwaway else None))
 
 
 async def _run(loop: VirtualTimeLoop, config: SystemConfig, duration_s: float,
-               progress: Callable[[str], None] | None, progress_every_s: float) -> SimulationSummary:
+               progress: Callable[[str], None] | None, progress_every_s: float,
+               order_store: OrderStore | None) -> SimulationSummary:
     say = progress or (lambda _: None)
     started = time.perf_counter()
-    system = System(config, clock=loop.clock_ns, fsync=False, progress=say)
+    system = System(config, clock=loop.clock_ns, fsync=False, progress=say, order_store=order_store)
     await system.start()
     tape = _Tape()
     bus = system.bus

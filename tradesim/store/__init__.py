@@ -1,4 +1,4 @@
-"""Durable storage: the hash-chained command journal (SQLite or PostgreSQL), snapshots and recovery.
+"""Durable storage: the hash-chained command journal (SQLite, PostgreSQL or JetStream), snapshots and recovery.
 
 `recover`/`Snapshotter` live in `tradesim.store.recovery` (they need the engine); everything here
 needs only the domain.
@@ -11,6 +11,14 @@ from tradesim.store.chain import (
     VerifyReport,
     canonical_bytes,
     record_hash,
+)
+from tradesim.store.jetstream import (
+    InvalidJournalURLError,
+    JetStreamJournal,
+    JournalFencedError,
+    JournalFollower,
+    JournalMirror,
+    MirrorDivergedError,
 )
 from tradesim.store.journal import (
     CorruptRecordError,
@@ -33,12 +41,18 @@ __all__ = [
     "BadRecord",
     "CorruptRecordError",
     "InvalidCommandError",
+    "InvalidJournalURLError",
+    "JetStreamJournal",
     "Journal",
     "JournalClosedError",
     "JournalError",
+    "JournalFencedError",
+    "JournalFollower",
+    "JournalMirror",
     "JournalRecord",
     "JournalStats",
     "JournalUnavailableError",
+    "MirrorDivergedError",
     "RawRecord",
     "SchemaVersionError",
     "StoredSnapshot",

@@ -324,6 +324,14 @@ class Journal(abc.ABC):
             raise ValueError(f"snapshot seq {seq} is not a durable journal seq (last is {self._last_seq})")
         await self._store_snapshot(seq, state_hash, encode_value(snapshot))
 
+    async def save_snapshot_bytes(self, seq: int, data: bytes, state_hash: str) -> None:
+        """`save_snapshot` of a snapshot already encoded (`MatchingEngine.canonical_bytes()`, the same
+        deterministic msgpack as `encode_value`): the venue hashes those bytes anyway, so it encodes once."""
+        self._check_open()
+        if not 0 < seq <= self._last_seq:
+            raise ValueError(f"snapshot seq {seq} is not a durable journal seq (last is {self._last_seq})")
+        await self._store_snapshot(seq, state_hash, data)
+
     @abc.abstractmethod
     async def _store_snapshot(self, seq: int, state_hash: str, data: bytes) -> None:
         """Insert (or replace) the snapshot at `seq` and prune beyond `snapshots_kept`."""
@@ -375,13 +383,19 @@ async def open_journal(target: str | Path, *, create: bool = True, max_batch: in
                        snapshots_kept: int = DEFAULT_SNAPSHOTS_KEPT) -> Journal:
     """Opens (or with `create`, creates) the journal at `target` and continues its chain.
 
-    `target`: `postgresql://…` (or `postgres://…`) → PostgreSQL; `sqlite:///path/to/file.db` or a data
-    directory → SQLite at `<dir>/journal.db`. `synchronous` is SQLite's durability (FULL = fsync on
-    every commit; NORMAL or OFF trade durability for speed). `max_batch` caps a group, `linger`
-    (seconds) lets an idle writer wait for more commands before committing.
+    `target`: `postgresql://…` (or `postgres://…`) → PostgreSQL; `nats://host:port?shard=NAME` → the
+    shard's JetStream stream; `sqlite:///path/to/file.db` or a data directory → SQLite at
+    `<dir>/journal.db`. `synchronous` is SQLite's durability (FULL = fsync on every commit; NORMAL or
+    OFF trade durability for speed). `max_batch` caps a group, `linger` (seconds) lets an idle writer
+    wait for more commands before committing.
     """
     text = str(target)
     options: dict[str, Any] = {"max_batch": max_batch, "linger": linger, "snapshots_kept": snapshots_kept}
+    if text.startswith(("nats://", "tls://")):  # nats://host:port[?shard=NAME&replicas=N], docs/venue-ha.md
+        from tradesim.store.jetstream import JetStreamJournal, parse_url
+
+        servers, shard, replicas = parse_url(text)
+        return await JetStreamJournal.open(servers, shard=shard, replicas=replicas, create=create, **options)
     if text.startswith(("postgresql://", "postgres://")):
         from tradesim.store.postgres import PostgresJournal
 

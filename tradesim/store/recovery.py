@@ -7,6 +7,7 @@ one is tried, down to an empty engine), and every replayed record must extend th
 
 from __future__ import annotations
 
+import hashlib
 import logging
 from collections.abc import Iterable
 
@@ -61,7 +62,8 @@ class Snapshotter:
 
     async def save(self, seq: int, engine: MatchingEngine) -> None:
         """Snapshots now. The state is captured before the first await, so the engine may move on."""
-        await self.journal.save_snapshot(seq, engine.snapshot(), hash_text(engine.state_hash()))
+        data = engine.canonical_bytes()  # encoded once: stored, and hashed (== engine.state_hash())
+        await self.journal.save_snapshot_bytes(seq, data, hashlib.sha256(data).hexdigest())
         self.last_snapshot_seq = seq
 
 

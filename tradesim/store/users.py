@@ -174,6 +174,27 @@ class UserStore(ABC):
         user = await self.get(found[0])
         return None if user is None else (user, key_id)
 
+    async def revoke_key(self, key: str) -> str | None:
+        """Delete an API key, named by its id or by the whole key; returns the key's user, None if unknown.
+
+        Requests with the key fail at once; a WebSocket authenticated with it is closed at its next key
+        check (docs/api.md)."""
+        parts = split_api_key(key)
+        key_id = parts[0] if parts is not None else key
+        found = await self._key_row(key_id)
+        if found is None:
+            return None
+        await self._delete_key(key_id)
+        return found[0]
+
+    async def shared_secret(self, name: str) -> str | None:
+        """A random secret named `name`, created on first use, that every process using this store reads
+        alike — or None when the store is local to one machine (SQLite: the secret files next to it serve).
+
+        The API's token key lives here in distributed mode, so that `tradesim token create --db …` and every
+        API replica sign and check tokens with the same key."""
+        return None
+
     @abstractmethod
     async def list(self) -> list[User]: ...
 
@@ -191,6 +212,9 @@ class UserStore(ABC):
 
     @abstractmethod
     async def _key_row(self, key_id: str) -> tuple[str, str] | None: ...
+
+    @abstractmethod
+    async def _delete_key(self, key_id: str) -> None: ...
 
 
 _DUMMY_HASH = hash_password("not-a-real-password", salt=b"\0" * 16)
@@ -241,6 +265,9 @@ class SqliteUserStore(UserStore):
     async def _insert_key(self, key_id: str, username: str, hashed: str) -> None:
         await self._run("INSERT INTO api_keys VALUES (?, ?, ?, ?)", key_id, username, hashed, time.time_ns())
 
+    async def _delete_key(self, key_id: str) -> None:
+        await self._run("DELETE FROM api_keys WHERE key_id = ?", key_id)
+
     async def _key_row(self, key_id: str) -> tuple[str, str] | None:
         rows = await self._run("SELECT username, key_hash FROM api_keys WHERE key_id = ?", key_id)
         return (rows[0][0], rows[0][1]) if rows else None
@@ -275,6 +302,13 @@ class PostgresUserStore(UserStore):
                 await conn.execute(statement)
         return cls(url, pool)
 
+    async def shared_secret(self, name: str) -> str | None:
+        await self._pool.execute("CREATE TABLE IF NOT EXISTS api_secrets (name TEXT PRIMARY KEY, value TEXT NOT NULL)")
+        await self._pool.execute("INSERT INTO api_secrets VALUES ($1, $2) ON CONFLICT (name) DO NOTHING", name,
+                                 secrets.token_urlsafe(48))
+        value: str = await self._pool.fetchval("SELECT value FROM api_secrets WHERE name = $1", name)
+        return value
+
     async def _insert_user(self, user: User, hashed: str) -> None:
         import asyncpg
 
@@ -292,6 +326,9 @@ class PostgresUserStore(UserStore):
     async def _insert_key(self, key_id: str, username: str, hashed: str) -> None:
         await self._pool.execute("INSERT INTO api_keys VALUES ($1, $2, $3, $4)", key_id, username, hashed,
                                  time.time_ns())
+
+    async def _delete_key(self, key_id: str) -> None:
+        await self._pool.execute("DELETE FROM api_keys WHERE key_id = $1", key_id)
 
     async def _key_row(self, key_id: str) -> tuple[str, str] | None:
         row = await self._pool.fetchrow("SELECT username, key_hash FROM api_keys WHERE key_id = $1", key_id)
@@ -327,6 +364,9 @@ class MemoryUserStore(UserStore):
 
     async def _key_row(self, key_id: str) -> tuple[str, str] | None:
         return self._keys.get(key_id)
+
+    async def _delete_key(self, key_id: str) -> None:
+        self._keys.pop(key_id, None)
 
     async def list(self) -> list[User]:
         return [u for u, _ in sorted(self._users.values(), key=lambda x: x[0].username)]

@@ -10,12 +10,17 @@ The PositionTracker and the RiskMonitor each hold one. Both only see events (`Tr
   state an in-order delivery would have produced. The checkpoint trails by `window` to `2 * window`
   trades; a trade older than it is applied where it arrives and counted in `late`.
 - Marks follow the highest seq seen per symbol, so they too are independent of arrival order.
+
+Symbol sharding: each venue shard numbers its events from 1. Everything here is ordered per symbol (a
+symbol lives on one shard) and deduped by `(symbol, trade_id)` (trade ids are unique over shards), so
+it holds over any number of shards; `last_seq` is the highest seq of any shard, while `symbol_seq` and
+`shard_seqs` tell how far each symbol or shard got.
 """
 
 from __future__ import annotations
 
 import bisect
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from decimal import Decimal
 from enum import StrEnum
 
@@ -133,6 +138,20 @@ class LedgerReplica:
         self._marks[symbol] = (seq, price)
         self._seen(seq, ts)
         return True
+
+    def symbol_seq(self, symbol: str) -> int:
+        """The venue seq of the newest event of `symbol` seen (trade or print; 0: none): the position in
+        its shard's sequence, which is what a wait for one of its events must compare with."""
+        mark = self._marks.get(symbol)
+        return max(self._symbol_seqs.get(symbol, 0), mark[0] if mark is not None else 0)
+
+    def shard_seqs(self, shard_of: Callable[[str], str]) -> dict[str, int]:
+        """The newest venue seq seen per shard (`shard_of(symbol)` names a symbol's shard)."""
+        out: dict[str, int] = {}
+        for symbol in {*self._symbol_seqs, *self._marks}:
+            shard = shard_of(symbol)
+            out[shard] = max(out.get(shard, 0), self.symbol_seq(symbol))
+        return dict(sorted(out.items()))
 
     def mark_price(self, symbol: str) -> int | None:
         current = self._marks.get(symbol)

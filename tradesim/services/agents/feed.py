@@ -2,7 +2,10 @@
 
 A hundred noise traders each subscribed to `orders.filled` would make every trade be decoded and
 queued a hundred times. The shared feed takes each message once and hands it to the agents' handlers
-one after another, in the order they subscribed — which also keeps simulations deterministic.
+one after another, in the order they subscribed — which also keeps simulations deterministic. A
+handler subscribed for one account (`subscribe_account`) is only called with the trades and order
+events of that account: each trade concerns two agents, so calling all hundred (most to find it is not
+theirs) was the largest cost of a trade's delivery in a simulation.
 """
 
 from __future__ import annotations
@@ -11,6 +14,7 @@ from collections.abc import Awaitable, Callable
 from typing import Protocol
 
 from tradesim.bus import Bus, Delivery, Subscription
+from tradesim.domain import Trade
 
 Handler = Callable[[Delivery], Awaitable[None]]
 
@@ -26,11 +30,28 @@ class Feed(Protocol):
 
 
 class _Membership:
-    def __init__(self, feed: SharedFeed, pattern: str, handler: Handler) -> None:
-        self._feed, self._pattern, self._handler = feed, pattern, handler
+    def __init__(self, feed: SharedFeed, pattern: str, entry: _Entry) -> None:
+        self._feed, self._pattern, self._entry = feed, pattern, entry
 
     async def unsubscribe(self) -> None:
-        await self._feed.remove(self._pattern, self._handler)
+        await self._feed.remove(self._pattern, self._entry)
+
+
+class _Entry:
+    """One registration: the handler and, for an account's subscription, that account."""
+
+    __slots__ = ("account", "handler")
+
+    def __init__(self, handler: Handler, account: str | None) -> None:
+        self.handler, self.account = handler, account
+
+
+def _accounts_of(data: object) -> tuple[str | None, str | None]:
+    """The accounts a message concerns: both sides of a trade, the `account` of an order event."""
+    if isinstance(data, Trade):
+        return data.maker_account, data.taker_account
+    account = getattr(data, "account", None)
+    return (account, None) if isinstance(account, str) else (None, None)
 
 
 class SharedFeed:
@@ -38,27 +59,44 @@ class SharedFeed:
 
     def __init__(self, bus: Bus) -> None:
         self.bus = bus
-        self._handlers: dict[str, list[Handler]] = {}
+        self._entries: dict[str, list[_Entry]] = {}
         self._subs: dict[str, Subscription] = {}
+        # Highest trade seq delivered per subject: what an account's subscriber has "seen" of the
+        # subject although it was only called with its own trades.
+        self.last_trade_seq: dict[str, int] = {}
 
     async def subscribe(self, pattern: str, handler: Handler) -> Unsubscribe:
-        handlers = self._handlers.get(pattern)
-        if handlers is None:
-            handlers = self._handlers[pattern] = []
+        """Every message on `pattern`."""
+        return await self._add(pattern, _Entry(handler, None))
+
+    async def subscribe_account(self, pattern: str, account: str, handler: Handler) -> Unsubscribe:
+        """Only the messages on `pattern` that concern `account` (a trade it is a side of, its order events)."""
+        return await self._add(pattern, _Entry(handler, account))
+
+    async def _add(self, pattern: str, entry: _Entry) -> Unsubscribe:
+        entries = self._entries.get(pattern)
+        if entries is None:
+            entries = self._entries[pattern] = []
+            seqs = self.last_trade_seq
 
             async def deliver(d: Delivery) -> None:
-                for h in list(handlers):
-                    await h(d)
+                data = d.data
+                first, second = _accounts_of(data)
+                if isinstance(data, Trade) and data.seq > seqs.get(pattern, 0):
+                    seqs[pattern] = data.seq
+                for e in list(entries):
+                    if e.account is None or e.account == first or e.account == second:
+                        await e.handler(d)
 
             self._subs[pattern] = await self.bus.subscribe(pattern, deliver)
-        handlers.append(handler)
-        return _Membership(self, pattern, handler)
+        entries.append(entry)
+        return _Membership(self, pattern, entry)
 
-    async def remove(self, pattern: str, handler: Handler) -> None:
-        handlers = self._handlers.get(pattern)
-        if handlers is None or handler not in handlers:
+    async def remove(self, pattern: str, entry: _Entry) -> None:
+        entries = self._entries.get(pattern)
+        if entries is None or entry not in entries:
             return
-        handlers.remove(handler)
-        if not handlers:
-            del self._handlers[pattern]
+        entries.remove(entry)
+        if not entries:
+            del self._entries[pattern]
             await self._subs.pop(pattern).unsubscribe()

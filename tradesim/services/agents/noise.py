@@ -20,7 +20,7 @@ import msgspec
 
 from tradesim.bus import Bus, Delivery, register, subjects
 from tradesim.domain import TERMINAL, Instrument, OrderCanceled, OrderExpired, OrderType, Side, TimeInForce, Trade
-from tradesim.services.agents.feed import Feed, Unsubscribe
+from tradesim.services.agents.feed import Feed, SharedFeed, Unsubscribe
 from tradesim.services.agents.fills import FillTracker
 from tradesim.services.agents.gateway import Clock, OmsGateway
 from tradesim.services.marketdata.messages import MARKETDATA_MESSAGES, Tick
@@ -86,7 +86,7 @@ class NoiseTraderAgent:
         self.fills = FillTracker(account, symbol)
         self.reference = reference
         self.open: dict[str, int] = {}  # client_order_id -> placed at (ns)
-        self.seen_seq = 0
+        self._seen_seq = 0
         self.id_prefix = f"{account}-{seed}-"
         self._next_id = 0
         self._subs: list[Unsubscribe] = []
@@ -98,8 +98,14 @@ class NoiseTraderAgent:
         self.id_prefix = f"{self.account}-{self.seed}-{self.clock():x}-"
         self._subs.append(await self.feed.subscribe(subjects.market_tick(self.symbol), self._tick_handler))
         self._subs.append(await self.feed.subscribe(subjects.market_depth(self.symbol), self._depth_handler))
-        self._subs.append(await self.feed.subscribe(subjects.ORDERS_FILLED, self._fill_handler))
-        self._subs.append(await self.feed.subscribe(subjects.ORDERS_CANCELLED, self._gone_handler))
+        feed = self.feed
+        if isinstance(feed, SharedFeed):  # only our own fills and cancels: see SharedFeed
+            self._subs.append(await feed.subscribe_account(subjects.ORDERS_FILLED, self.account, self._fill_handler))
+            self._subs.append(await feed.subscribe_account(subjects.ORDERS_CANCELLED, self.account,
+                                                           self._gone_handler))
+        else:
+            self._subs.append(await feed.subscribe(subjects.ORDERS_FILLED, self._fill_handler))
+            self._subs.append(await feed.subscribe(subjects.ORDERS_CANCELLED, self._gone_handler))
         if autorun:
             self._task = asyncio.create_task(self._run(), name=f"noise-{self.account}")
 
@@ -112,6 +118,13 @@ class NoiseTraderAgent:
         for sub in self._subs:
             await sub.unsubscribe()
         self._subs.clear()
+
+    @property
+    def seen_seq(self) -> int:
+        """Highest venue seq seen on orders.filled (any account): lets tests settle."""
+        if isinstance(self.feed, SharedFeed):
+            return max(self._seen_seq, self.feed.last_trade_seq.get(subjects.ORDERS_FILLED, 0))
+        return self._seen_seq
 
     def next_wait_s(self) -> float:
         """Exponential inter-arrival time (seconds) from the seeded generator."""
@@ -144,7 +157,7 @@ class NoiseTraderAgent:
 
     async def _fill_handler(self, d: Delivery) -> None:
         if isinstance(d.data, Trade):
-            self.seen_seq = max(self.seen_seq, d.data.seq)
+            self._seen_seq = max(self._seen_seq, d.data.seq)
             self._on_trades([d.data])
 
     async def _gone_handler(self, d: Delivery) -> None:

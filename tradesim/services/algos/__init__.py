@@ -1,6 +1,7 @@
 """Execution algorithms: pure schedules (TWAP, VWAP, POV, Iceberg) and the COMPETE workers that drive algo
 parents recorded by the OMS (docs/algos.md)."""
 
+from tradesim.services.algos.config import Settings
 from tradesim.services.algos.schedules import (
     Slice,
     due,
@@ -13,7 +14,7 @@ from tradesim.services.algos.schedules import (
     u_profile,
     vwap_schedule,
 )
-from tradesim.services.algos.worker import DURABLE, AlgoWorker, Settings
+from tradesim.services.algos.worker import DURABLE, AlgoWorker
 
 __all__ = [
     "DURABLE",

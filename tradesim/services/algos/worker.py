@@ -5,8 +5,9 @@ Everything a worker needs to resume lives in the OMS (the parent, its children a
 worker keeps no state worth losing: it acks a parent's message only when the parent is finished, and a
 message left unacked by a dead worker comes back after `ack_wait` to another, which reclaims the parent
 (`rpc.oms.algo_claim`, a lease) once the dead worker's lease runs out and goes on from the OMS's figures.
-Child ids are `{parent_id}-{n}` with n = the OMS's `next_child`, so a resent child is an idempotent retry.
-Time comes only from the injected `clock` and `asyncio.sleep`.
+Child ids are `{parent_id}-{n}` with n = the OMS's `next_child`, so a resent child is an idempotent retry:
+calls to the OMS go through `call_oms`, which retries across an OMS failover (no responders, not_active,
+timeouts) for up to half a lease. Time comes only from the injected `clock` and `asyncio.sleep`.
 """
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ import msgspec
 from tradesim.bus import Bus, BusError, Delivery, Mode, Subscription, register, subjects
 from tradesim.domain import OrderStatus, OrderType, TimeInForce
 from tradesim.services.algos import schedules as S
+from tradesim.services.algos.config import Settings
 from tradesim.services.marketdata.messages import MARKETDATA_MESSAGES, BarsReply, BarsRequest
 from tradesim.services.oms import errors as E
 from tradesim.services.oms.algo_desk import ensure_algo_stream
@@ -40,6 +42,7 @@ from tradesim.services.oms.messages import (
     OrderReply,
     OrderRequest,
 )
+from tradesim.services.oms.rpc import RetryPolicy, call_oms
 
 log = logging.getLogger("tradesim.algos")
 
@@ -48,18 +51,6 @@ register(*OMS_MESSAGES, *MARKETDATA_MESSAGES)
 DURABLE: Final = "algos"
 """The one durable consumer every worker shares (COMPETE): each parent message goes to one worker."""
 NS: Final = 1_000_000_000
-
-
-class Settings(msgspec.Struct, frozen=True, kw_only=True):
-    """Worker timing. `lease` must exceed `poll` and a child's round trip; `ack_wait` is fixed when the
-    shared durable is first created (the first worker's value wins)."""
-
-    ack_wait: float = 30.0
-    lease: float = 10.0
-    poll: float = 0.25
-    request_timeout: float = 2.0
-    max_parents: int = 64
-    max_rejects: int = 5  # consecutive refused children before the parent is FAILED
 
 
 class AlgoWorker:
@@ -75,9 +66,9 @@ class AlgoWorker:
         if unknown or not self.algos:
             raise ValueError(f"algos must be a non-empty subset of {ALGO_NAMES}, got {sorted(self.algos)}")
         self.settings = settings or Settings()
-        if self.settings.lease <= self.settings.poll:
-            raise ValueError("lease must be longer than poll")
         self._oms = oms
+        self._policy = RetryPolicy(timeout=self.settings.request_timeout,
+                                   deadline=max(self.settings.request_timeout, self.settings.lease / 2))
         self._sub: Subscription | None = None
         self._slots = asyncio.Semaphore(self.settings.max_parents)
         self._running: dict[str, tuple[asyncio.Task[None], Delivery]] = {}
@@ -162,7 +153,7 @@ class AlgoWorker:
 
     async def _algo_call(self, method: str, req: msgspec.Struct) -> AlgoView | None:
         try:
-            reply = await self.bus.request(subjects.rpc(self._oms, method), req, timeout=self.settings.request_timeout)
+            reply = await call_oms(self.bus, method, req, policy=self._policy, service=self._oms)
         except (BusError, TimeoutError) as exc:
             log.warning("%s %s: %s", method, getattr(req, "parent_id", ""), exc)
             return None
@@ -174,8 +165,7 @@ class AlgoWorker:
     async def submit(self, req: OrderRequest) -> OrderReply | OmsError | None:
         """None: no answer (the next claim shows whether the OMS has the child; a resend is idempotent)."""
         try:
-            reply = await self.bus.request(subjects.rpc(self._oms, "submit"), req,
-                                           timeout=self.settings.request_timeout)
+            reply = await call_oms(self.bus, "submit", req, policy=self._policy, service=self._oms)
         except (BusError, TimeoutError) as exc:
             log.warning("child %s: %s", req.client_order_id, exc)
             return None

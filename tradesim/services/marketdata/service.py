@@ -95,13 +95,19 @@ class MarketDataService:
     one per symbol; `seed` makes the paths reproducible); `sources` replaces the GBM of a symbol by any
     other ReferenceSource (e.g. a FileReference). `store` (optional, owned by the caller) records every
     `record_every`-th tick and every closed bar.
+
+    `active` (default: always) makes the service one of several single-active instances: all of them
+    follow the venue and build the same views and bars, so a standby that becomes active goes on from
+    the same state, but only while `active()` is true does an instance publish ticks and bars and
+    record them (one tick stream, one writer of the store).
     """
 
     def __init__(self, bus: Bus, instruments: Iterable[Instrument], *, clock: Callable[[], int] = time.time_ns,
                  interval: float = 0.1, reference: Mapping[str, int] | None = None,
                  gbm: GbmParams | Mapping[str, GbmParams] = DEFAULT_GBM, seed: int = 0,
                  sources: Mapping[str, ReferenceSource] | None = None, store: MarketDataStore | None = None,
-                 bar_interval_s: int = 60, record_every: int = 1, fetch_book: bool = True) -> None:
+                 bar_interval_s: int = 60, record_every: int = 1, fetch_book: bool = True,
+                 active: Callable[[], bool] | None = None) -> None:
         if interval <= 0:
             raise ValueError(f"interval must be positive, got {interval}")
         if record_every < 1:
@@ -114,6 +120,7 @@ class MarketDataService:
         self.bar_interval_s = bar_interval_s
         self.record_every = record_every
         self.fetch_book = fetch_book
+        self.active: Callable[[], bool] = active or (lambda: True)
         ref = {s: p for s, p in (reference or {}).items() if s in self.instruments}
         self.references: dict[str, ReferenceSource] = dict(gbm_processes(ref, gbm, seed=seed))
         self.references.update({s: src for s, src in (sources or {}).items() if s in self.instruments})
@@ -150,7 +157,7 @@ class MarketDataService:
             with contextlib.suppress(BusError):
                 await sub.unsubscribe()
         self._subs.clear()
-        if self.store is not None:
+        if self.store is not None and self.active():
             for builder in self._bars.values():
                 bar = builder.current
                 if bar is not None:
@@ -202,6 +209,8 @@ class MarketDataService:
 
     async def _bar_closed(self, bar: Bar) -> None:
         self._closed[bar.symbol].append(bar)
+        if not self.active():
+            return  # a standby keeps the bar (it may serve or take over) but the leader publishes it
         if self.store is not None:
             self.store.add_bar(bar)
         self.bars_published += 1
@@ -217,8 +226,16 @@ class MarketDataService:
                 log.warning("marketdata: publishing ticks failed: %s", exc)
 
     async def publish_round(self) -> list[Tick]:
-        """One round: advance the reference prices to now, publish a Tick per symbol, close due bars."""
+        """One round: advance the reference prices to now, publish a Tick per symbol, close due bars.
+
+        A standby (not `active()`) only closes its due bars, and publishes nothing."""
         now = self.clock()
+        if not self.active():
+            for builder in self._bars.values():
+                closed = builder.close_due(now)
+                if closed is not None:
+                    await self._bar_closed(closed)
+            return []
         self.rounds += 1
         record = self.store is not None and self.rounds % self.record_every == 0
         ticks: list[Tick] = []

@@ -3,7 +3,7 @@
 from tradesim.services.oms.errors import OmsRequestError
 from tradesim.services.oms.manager import AccountCounts, OmsSnapshot, OmsState, OrderManager, Outcome
 from tradesim.services.oms.records import OrderRecord
-from tradesim.services.oms.sequencer import EventSequencer
+from tradesim.services.oms.sequencer import EventSequencer, ShardSequencer
 from tradesim.services.oms.service import OmsService
 from tradesim.services.oms.store import MemoryOrderStore, OrderStore, SqliteOrderStore
 
@@ -19,5 +19,6 @@ __all__ = [
     "OrderRecord",
     "OrderStore",
     "Outcome",
+    "ShardSequencer",
     "SqliteOrderStore",
 ]

@@ -3,6 +3,9 @@ published on, parent persistence, and canceling a parent's open children.
 
 A thin shell around the pure `ParentBook`, owned by `OmsService` (same event loop, same store file):
 decisions are made between awaits, so a child's over-fill check and its record creation are atomic.
+Beside a one-instance store the parents have their own `ParentStore`, written at once; beside a
+`SharedOrderStore` (a cluster) their changes ride in the OMS's next batch — one transaction, one fence
+check — and a handler awaits that batch before it answers.
 """
 
 from __future__ import annotations
@@ -41,7 +44,7 @@ from tradesim.services.oms.parents import (
     ParentStore,
     SqliteParentStore,
 )
-from tradesim.services.oms.store import SqliteOrderStore
+from tradesim.services.oms.store import SharedOrderStore, SharedParentStore, SqliteOrderStore
 
 if TYPE_CHECKING:
     from tradesim.services.oms.service import OmsService
@@ -63,19 +66,44 @@ async def ensure_algo_stream(bus_add_stream: Callable[..., Awaitable[None]]) -> 
 class AlgoDesk:
     """Serves the algo RPCs for `service`; `book` is the pure record of parents."""
 
-    def __init__(self, service: OmsService, store: ParentStore | None = None) -> None:
+    def __init__(self, service: OmsService, store: ParentStore | SharedParentStore | None = None) -> None:
         self.service = service
         self.book = ParentBook(service.manager)
-        if store is None:
-            order_store = service.store
-            store = (SqliteParentStore(order_store.path) if isinstance(order_store, SqliteOrderStore)
-                     else MemoryParentStore())
-        self.store: ParentStore = store
+        order_store = service.store
+        self.shared = isinstance(order_store, SharedOrderStore)
+        self.store: ParentStore | None = None
+        if self.shared:
+            if store is not None and not (isinstance(store, SharedParentStore) and store.orders is order_store):
+                raise ValueError("beside a SharedOrderStore the parents must be that store's own "
+                                 "(PostgresParentStore of the same PostgresOrderStore), or None")
+        elif isinstance(store, SharedParentStore):
+            raise ValueError("a SharedParentStore needs its SharedOrderStore as the OMS's order store")
+        elif store is None:
+            self.store = (SqliteParentStore(order_store.path) if isinstance(order_store, SqliteOrderStore)
+                          else MemoryParentStore())
+        else:
+            self.store = store
+        self._pending: dict[str, ParentRecord] = {}  # shared store: changes waiting for the OMS's next batch
         self._task: asyncio.Task[None] | None = None
 
     async def start(self) -> list[Subscription]:
         """Restore the parents (after the orders), declare the stream, serve, republish what is unpublished."""
+        assert self.store is not None, "a shared store's parents are loaded by reset()"
         self.book.restore(self.store.load())
+        subs = await self.serve()
+        await self.start_republisher()
+        return subs
+
+    async def reset(self, parents: list[ParentRecord]) -> None:
+        """A fresh book over the OMS's (fresh) manager, with `parents` (a new leader's state rebuild)."""
+        if self._task is not None:
+            await self.stop_republisher()
+        self.book = ParentBook(self.service.manager)
+        self.book.restore(parents)
+        self._pending.clear()
+
+    async def serve(self) -> list[Subscription]:
+        """Declare the parents' stream and serve `rpc.oms.algo_*`."""
         bus = self.service.bus
         await ensure_algo_stream(bus.add_stream)
         methods: dict[str, Callable[[msgspec.Struct], Awaitable[AlgoReply | AlgosReply | OmsError]]] = {
@@ -85,38 +113,51 @@ class AlgoDesk:
         }
         subs = []
         for method, handler in methods.items():
-            subs.append(await bus.serve(subjects.rpc("oms", method), self._guard(handler),
+            subs.append(await bus.serve(subjects.rpc("oms", method), self.service._guard(handler),
                                         concurrency=self.service.concurrency))
-        await self._republish()
-        self._task = asyncio.create_task(self._republisher(), name="oms-algo-republisher")
         return subs
 
-    async def stop(self) -> None:
+    async def start_republisher(self) -> None:
+        await self._republish()
+        self._task = asyncio.create_task(self._republisher(), name="oms-algo-republisher")
+
+    async def stop_republisher(self) -> None:
         if self._task is not None:
             self._task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await self._task
             self._task = None
+
+    async def stop(self) -> None:
+        await self.stop_republisher()
         self.flush()
 
-    def _guard(self, handler: Callable[[msgspec.Struct], Awaitable[msgspec.Struct]]) -> Callable[
-            [msgspec.Struct], Awaitable[msgspec.Struct]]:
-        """As the OMS's own RPCs: a refusal is an OmsError with its code, a bug is `internal`."""
-        async def serve(req: msgspec.Struct) -> msgspec.Struct:
-            try:
-                return await handler(req)
-            except OmsRequestError as exc:
-                self.service._flush()
-                return OmsError(error=exc.code, message=exc.message)
-            except Exception as exc:
-                log.exception("algo request failed: %r", req)
-                return OmsError(error=E.INTERNAL, message=f"{type(exc).__name__}: {exc}")
-        return serve
-
     def flush(self) -> None:
+        """Hand the changed parents to their store (a shared store: to the OMS's next batch)."""
         dirty = self.book.take_dirty()
-        if dirty:
+        if not dirty:
+            return
+        if self.store is None:
+            for parent in dirty:
+                self._pending[parent.parent_id] = parent
+        else:
             self.store.save(dirty)
+
+    @property
+    def pending(self) -> bool:
+        """Parent changes waiting for the OMS's next batch (shared store only)."""
+        return bool(self._pending)
+
+    def take_pending(self) -> list[ParentRecord]:
+        out = list(self._pending.values())
+        self._pending.clear()
+        return out
+
+    async def durable(self) -> None:
+        """Until the parents' changes so far are committed (before an answer acknowledges them)."""
+        self.flush()
+        if self.store is None:
+            await self.service._durable()
 
     # ---- children (called by OmsService._submit) ---------------------------------------------------
 
@@ -131,7 +172,7 @@ class AlgoDesk:
 
     async def _order(self, req: msgspec.Struct) -> AlgoReply:
         parent, existed = self.book.create(_expect(req, AlgoRequest), self.service.clock())
-        self.flush()
+        await self.durable()
         if not existed or not parent.published:
             await self._publish(parent)
         return AlgoReply(algo=self.book.view(parent))
@@ -177,7 +218,7 @@ class AlgoDesk:
         if target is AlgoState.RUNNING and parent.state is not AlgoState.PAUSED and not parent.terminal:
             return AlgoReply(algo=self.book.view(parent))
         self.book.set_state(parent, target, self.service.clock())
-        self.flush()
+        await self.durable()
         return AlgoReply(algo=self.book.view(parent))
 
     async def _pause(self, req: msgspec.Struct) -> AlgoReply:
@@ -191,7 +232,7 @@ class AlgoDesk:
         parent = self.book.get(r.parent_id, r.account)
         if parent.state is not AlgoState.CANCELED:
             self.book.set_state(parent, AlgoState.CANCELED, self.service.clock(), reason="user")
-            self.flush()
+            await self.durable()
         await self._cancel_children(parent)
         return AlgoReply(algo=self.book.view(parent))
 
@@ -223,7 +264,7 @@ class AlgoDesk:
             raise OmsRequestError(E.BAD_REQUEST, "a claim needs a worker_id and lease_ms > 0")
         parent = self.book.get(r.parent_id)
         self.book.claim(parent, r.worker_id, r.lease_ms * MS, self.service.clock())
-        self.flush()
+        await self.durable()
         return AlgoReply(algo=self.book.view(parent))
 
     async def _finish(self, req: msgspec.Struct) -> AlgoReply:
@@ -236,7 +277,7 @@ class AlgoDesk:
         if parent.owner and parent.owner != r.worker_id:
             raise OmsRequestError(E.NOT_OWNER, f"algo {parent.parent_id} is leased by {parent.owner}")
         self.book.set_state(parent, r.state, self.service.clock(), reason=r.reason)
-        self.flush()
+        await self.durable()
         await self._cancel_children(parent)
         return AlgoReply(algo=self.book.view(parent))
 

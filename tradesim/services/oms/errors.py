@@ -22,6 +22,7 @@ UNKNOWN_HOLD: Final = "unknown_hold"
 HOLD_ALREADY_DECIDED: Final = "hold_already_decided"
 VENUE_UNAVAILABLE: Final = "venue_unavailable"
 INTERNAL: Final = "internal"
+NOT_ACTIVE: Final = "not_active"  # this OMS instance is a standby (or just stepped down): retry, the leader serves
 # algo parents (docs/algos.md)
 UNKNOWN_ALGO: Final = "unknown_algo"
 BAD_PARAMS: Final = "bad_params"

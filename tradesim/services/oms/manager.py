@@ -9,7 +9,7 @@ venue never holds an order the OMS could forget.
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from decimal import Decimal
 
@@ -59,7 +59,7 @@ from tradesim.services.oms.records import (
     Key,
     OrderRecord,
 )
-from tradesim.services.oms.sequencer import EventSequencer
+from tradesim.services.oms.sequencer import ShardSequencer
 from tradesim.services.risk import (
     DayCounts,
     Decision,
@@ -109,14 +109,22 @@ class AccountCounts(msgspec.Struct, kw_only=True):
 
 class OmsState(msgspec.Struct, kw_only=True, tag="oms.state", tag_field="kind"):
     """The checkpoint: everything derived from venue events up to `seq` (written now and then, not per
-    change; a restart rebuilds the rest from the events after `seq`)."""
+    change; a restart rebuilds the rest from the events after `seq`).
+
+    With several venue shards each numbers its events from 1: `seqs` holds the applied seq of every
+    shard by name, and `seq` stays the first shard's (a checkpoint written before sharding has only
+    `seq`, which is then the first shard's)."""
 
     seq: int = 0
     next_n: int = 1
+    # distributed mode: a position in the venue's event stream that holds no event after `seq` (a new leader
+    # follows the stream from the next one); 0 = from the beginning
+    stream_seq: int = 0
     ledger: LedgerSnapshot | None = None
     market: list[SymbolMarket] = []
     counters: list[CounterState] = []
     day_pnl: list[DayPnl] = []
+    seqs: dict[str, int] = {}
 
 
 class OmsSnapshot(msgspec.Struct, kw_only=True, tag="oms.snapshot", tag_field="kind"):
@@ -166,14 +174,18 @@ class OrderManager:
         reference_prices: Mapping[str, int] | None = None,
         day_offset_ns: int = 0,
         checkpoint_every: int = 20_000,
+        shards: tuple[list[str], Callable[[str], str]] | None = None,
     ) -> None:
+        """`shards`: the venue shards' names and the shard of a symbol (`ShardMap.names`,
+        `ShardMap.shard_of`); None: one venue."""
         self.instruments: dict[str, Instrument] = {i.symbol: i for i in instruments}
+        self.shard_names, self.shard_of = shards if shards is not None else (["main"], _one_shard)
         self.accounts = dict(accounts)
         self.risk = PreTradeRisk(risk)
         self.compliance = ComplianceEngine(compliance)
         self.held = HeldOrders()
         self.market = MarketView(reference_prices, day_offset_ns)
-        self.sequencer = EventSequencer()
+        self.sequencer = ShardSequencer(self.shard_names, self.shard_of)
         self.ledger = self._fresh_ledger()
         self._day_offset = day_offset_ns
         self._orders: dict[Key, OrderRecord] = {}
@@ -191,6 +203,7 @@ class OrderManager:
         self.checkpoint_every = checkpoint_every
         self._checkpoint_seq = 0
         self._checkpoint_due = False
+        self.stream_seq = 0  # set by the shell as it follows the venue's stream (see OmsState.stream_seq)
 
     def _fresh_ledger(self) -> Ledger:
         ledger = Ledger(self.instruments.values())
@@ -202,7 +215,12 @@ class OrderManager:
 
     @property
     def applied_seq(self) -> int:
-        return self.sequencer.applied
+        """Events applied over all venue shards (with one venue: its seq)."""
+        return self.sequencer.total
+
+    def applied(self, shard: str) -> int:
+        """The applied seq of one venue shard."""
+        return self.sequencer.applied(shard)
 
     def record(self, key: Key) -> OrderRecord | None:
         return self._orders.get(key)
@@ -259,7 +277,7 @@ class OrderManager:
     def dirty(self) -> bool:
         """Anything for the store (changed records or counts, or a checkpoint that is due)."""
         return bool(self._dirty or self._dirty_accounts or self._checkpoint_due
-                    or self.sequencer.applied - self._checkpoint_seq >= self.checkpoint_every)
+                    or self.sequencer.total - self._checkpoint_seq >= self.checkpoint_every)
 
     def take_dirty(self, checkpoint: bool = False) -> Dirty:
         """Records and account counts changed since the last call, and the checkpoint when it is due
@@ -269,9 +287,9 @@ class OrderManager:
         accounts = [self._account_counts(a) for a in sorted(self._dirty_accounts)]
         self._dirty_accounts.clear()
         state = None
-        if checkpoint or self._checkpoint_due or self.sequencer.applied - self._checkpoint_seq >= self.checkpoint_every:
+        if checkpoint or self._checkpoint_due or self.sequencer.total - self._checkpoint_seq >= self.checkpoint_every:
             state = self.state()
-            self._checkpoint_seq, self._checkpoint_due = state.seq, False
+            self._checkpoint_seq, self._checkpoint_due = self.sequencer.total, False
         return Dirty(records, accounts, state)
 
     def _account_counts(self, account: str) -> AccountCounts:
@@ -541,9 +559,23 @@ class OrderManager:
             self._apply(event)
         return due
 
-    def skip_to(self, seq: int) -> list[Event]:
-        """A fresh OMS joining a running venue: events up to `seq` are history it will not see."""
-        due = self.sequencer.skip_to(seq)
+    def on_stream_event(self, event: Event, stream_seq: int) -> list[Event]:
+        """`on_events` for one event read from the venue's stream at `stream_seq`; moves `stream_seq` (the
+        checkpoint's resume position) as far as every event read up to it is applied."""
+        due = self.on_events_at(event, stream_seq)
+        self.stream_seq = max(self.stream_seq, self.sequencer.stream_safe(stream_seq))
+        return due
+
+    def on_events_at(self, event: Event, stream_seq: int) -> list[Event]:
+        due = self.sequencer.offer_at(event, stream_seq)
+        for e in due:
+            self._apply(e)
+        return due
+
+    def skip_to(self, seq: int, shard: str | None = None) -> list[Event]:
+        """A fresh OMS joining a running venue: events of `shard` (default: the first) up to `seq` are
+        history it will not see."""
+        due = self.sequencer.skip_to(shard if shard is not None else self.shard_names[0], seq)
         for event in due:
             self._apply(event)
         self._checkpoint_due = True  # the skipped history is in no checkpoint yet
@@ -716,7 +748,9 @@ class OrderManager:
 
     def state(self) -> OmsState:
         return OmsState(
-            seq=self.sequencer.applied, next_n=self._next_n, ledger=self.ledger.snapshot(),
+            seq=self.sequencer.applied(self.shard_names[0]), seqs=self.sequencer.applied_seqs,
+            next_n=self._next_n, stream_seq=self.stream_seq,
+            ledger=self.ledger.snapshot(),
             market=self.market.snapshot(),
             counters=[CounterState(account=a, counts=msgspec.structs.replace(self.risk.counters.get(a, 0)))
                       for a in sorted(self.accounts)],
@@ -731,8 +765,14 @@ class OrderManager:
     def restore(self, snapshot: OmsSnapshot) -> None:
         """Replace the whole state with `snapshot` (held-order ids and decisions are replayed in id order)."""
         st = snapshot.state
-        self.sequencer = EventSequencer(st.seq)
-        self._checkpoint_seq, self._checkpoint_due = st.seq, False
+        seqs = dict(st.seqs) if st.seqs else {self.shard_names[0]: st.seq}
+        unknown = sorted(set(seqs) - set(self.shard_names))
+        if unknown:
+            raise ValueError(f"the stored OMS checkpoint has venue shards {unknown} that the shard map "
+                             f"{self.shard_names} does not: restore it with the shard map it was written with")
+        self.sequencer = ShardSequencer(self.shard_names, self.shard_of, seqs)
+        self.stream_seq = st.stream_seq
+        self._checkpoint_seq, self._checkpoint_due = self.sequencer.total, False
         self._next_n = max(st.next_n, 1 + max((r.n for r in snapshot.orders), default=0))
         self.ledger = Ledger.restore(st.ledger) if st.ledger is not None else self._fresh_ledger()
         for account, (cash, kind, currency) in self.accounts.items():
@@ -777,6 +817,10 @@ class OrderManager:
                 self.held.reject(hold_id, record.decided_by, record.message)
         self._dirty.clear()
         self._dirty_accounts.clear()
+
+
+def _one_shard(symbol: str) -> str:
+    return "main"
 
 
 def _same_order(record: OrderRecord, req: OrderRequest) -> bool:

@@ -9,11 +9,14 @@ to it, so a replay of the venue journal can skip what a record already has while
 rebuilt from the events after the checkpoint. One batch is one transaction.
 
 `encode_batch` runs on the event loop (records are live, mutable objects); `write` may run in a thread.
+Two kinds of store: `OrderStore` (synchronous, one OMS: memory, SQLite) and `SharedOrderStore` (async,
+shared by every OMS instance of a cluster, fenced by the leader's token: PostgreSQL, in `pgstore`).
 """
 
 from __future__ import annotations
 
 import sqlite3
+from abc import ABC, abstractmethod
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -22,6 +25,7 @@ from typing import Protocol
 import msgspec
 
 from tradesim.services.oms.manager import AccountCounts, OmsSnapshot, OmsState
+from tradesim.services.oms.parents import ParentRecord
 from tradesim.services.oms.records import Key, OrderRecord
 
 
@@ -32,9 +36,21 @@ class Batch:
     orders: list[tuple[str, str, int, str, bytes]] = field(default_factory=list)  # account, cid, n, status, data
     accounts: list[tuple[str, bytes]] = field(default_factory=list)
     checkpoint: bytes | None = None
+    # algo parents (parent_id, n, state, data): only a SharedOrderStore takes them in the orders' transaction
+    parents: list[tuple[str, int, str, bytes]] = field(default_factory=list)
 
     def __bool__(self) -> bool:
-        return bool(self.orders or self.accounts or self.checkpoint is not None)
+        return bool(self.orders or self.accounts or self.checkpoint is not None or self.parents)
+
+    def merged(self, later: Batch) -> Batch:
+        """This (unwritten) batch followed by `later`, one row per key, the later row winning: what is
+        written again after a failed write, so that no change taken from the manager is dropped."""
+        orders = {(o[0], o[1]): o for o in (*self.orders, *later.orders)}
+        accounts = dict((*self.accounts, *later.accounts))
+        parents = {p[0]: p for p in (*self.parents, *later.parents)}
+        return Batch(orders=list(orders.values()), accounts=list(accounts.items()),
+                     checkpoint=later.checkpoint if later.checkpoint is not None else self.checkpoint,
+                     parents=list(parents.values()))
 
 
 _encoder = msgspec.msgpack.Encoder()
@@ -44,13 +60,14 @@ _account_decoder = msgspec.msgpack.Decoder(AccountCounts)
 
 
 def encode_batch(records: Sequence[OrderRecord], accounts: Sequence[AccountCounts] = (),
-                 checkpoint: OmsState | None = None) -> Batch:
+                 checkpoint: OmsState | None = None, parents: Sequence[ParentRecord] = ()) -> Batch:
     """Freezes the changes into bytes (call on the loop: the records keep changing after it)."""
     encode = _encoder.encode
     return Batch(
         orders=[(r.account, r.client_order_id, r.n, r.status.value, encode(r)) for r in records],
         accounts=[(a.account, encode(a)) for a in accounts],
         checkpoint=encode(checkpoint) if checkpoint is not None else None,
+        parents=[(p.parent_id, p.n, p.state.value, encode(p)) for p in parents],
     )
 
 
@@ -78,6 +95,51 @@ class OrderStore(Protocol):
     def close(self) -> None: ...
 
 
+class StaleLeaderError(Exception):
+    """A shared store refused a write (or a fence) because a larger fencing token is recorded: a newer
+    leader owns the store, and this instance's view of it is out of date."""
+
+
+class SharedOrderStore(ABC):
+    """The store every OMS instance of a cluster shares (orders, account counts, checkpoint, parents).
+
+    The leader calls `fence(token)` once elected, before `load()`; from then on every `write` checks, in
+    its own transaction and under a row lock, that no larger token has been recorded since, so a former
+    leader's late flush fails (StaleLeaderError) instead of overwriting the new leader's rows.
+    """
+
+    @abstractmethod
+    async def fence(self, token: int, incarnation: str = "") -> None:
+        """Record `token` as the owner (raises StaleLeaderError if a larger one is recorded).
+
+        `incarnation` is the election bucket's (`SingleActive.incarnation()`): tokens are compared only
+        within one; a token from a new incarnation (the NATS store was wiped) replaces the recorded one."""
+
+    @abstractmethod
+    async def write(self, batch: Batch, token: int) -> None:
+        """Write `batch` atomically if `token` (the one the batch was taken under) is still the recorded one;
+        else StaleLeaderError and nothing is written."""
+
+    @abstractmethod
+    async def load(self) -> OmsSnapshot | None:
+        """The stored snapshot, None when the store is empty."""
+
+    @abstractmethod
+    async def load_parents(self) -> list[ParentRecord]: ...
+
+    @abstractmethod
+    async def close(self) -> None: ...
+
+
+class SharedParentStore(ABC):
+    """The algo parents of a SharedOrderStore: written in the orders' transactions (fenced alike)."""
+
+    orders: SharedOrderStore
+
+    @abstractmethod
+    async def load(self) -> list[ParentRecord]: ...
+
+
 def save(store: OrderStore, records: Sequence[OrderRecord], accounts: Sequence[AccountCounts] = (),
          checkpoint: OmsState | None = None) -> None:
     """Encode and write in one go (tests, tools)."""
@@ -95,6 +157,7 @@ class MemoryOrderStore:
         self._state: bytes | None = None
 
     def write(self, batch: Batch) -> None:
+        _no_parents(batch)
         for account, cid, _, _, data in batch.orders:
             self._records[(account, cid)] = data
         self._accounts.update(batch.accounts)
@@ -131,6 +194,7 @@ class SqliteOrderStore:
         self._db.execute("CREATE TABLE IF NOT EXISTS oms_meta (key TEXT PRIMARY KEY, value BLOB NOT NULL)")
 
     def write(self, batch: Batch) -> None:
+        _no_parents(batch)
         if not batch:
             return
         db = self._db
@@ -160,3 +224,9 @@ class SqliteOrderStore:
 
     def close(self) -> None:
         self._db.close()
+
+
+def _no_parents(batch: Batch) -> None:
+    """Parents go to a ParentStore of their own beside a one-instance store; never drop them silently."""
+    if batch.parents:
+        raise ValueError("this order store does not keep algo parents (use a ParentStore beside it)")

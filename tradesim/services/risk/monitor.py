@@ -5,6 +5,14 @@ BROADCAST, beside the PositionTracker: it keeps its own ledger replica from the 
 state changes, sends reducing market orders to `rpc.oms.submit` when a position is over its limit (and
 liquidation is enabled), and answers `rpc.risk.get`. Pre-trade checks live in `pretrade.py`; this module
 only watches what already happened. See docs/positions-and-risk-monitor.md.
+
+In distributed mode (`follow=True`) it reads the venue's event stream from its start (`Bus.follow` on
+`orders.*`), so a monitor started late replays the history and holds the same state as the others. Its
+decisions then come from the trades alone, in venue order, so every monitor takes the same ones: a
+liquidation's client_order_id is `liq-{account}-{symbol}-{venue seq}`, and when two monitors send the
+same order the OMS executes it once and answers the other from its record. While replaying history it
+publishes no alerts and sends no orders (the monitor that saw it live did); once caught up it liquidates
+what is still over its limit.
 """
 
 from __future__ import annotations
@@ -12,6 +20,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import math
+import time
 from collections import deque
 from collections.abc import Iterable, Mapping
 from decimal import ROUND_HALF_EVEN, Decimal
@@ -23,10 +32,11 @@ from tradesim.bus import Bus, BusError, Delivery, RemoteError, Subscription, sub
 from tradesim.domain import Instrument, OrderStatus, OrderType, Side, TimeInForce, Trade
 from tradesim.services.accounts import LedgerError, UnknownAccountError
 from tradesim.services.accounts.replica import DEFAULT_WINDOW, AccountSpec, Applied, LedgerReplica
-from tradesim.services.accounts.service import SeqWaiters
+from tradesim.services.accounts.service import SeqWaiters, StreamFollower
 from tradesim.services.accounts.views import AccountView
 from tradesim.services.alerts import AlertKind, RiskAlert, Severity
 from tradesim.services.oms.messages import OmsError, OrderReply, OrderRequest
+from tradesim.services.oms.rpc import OmsUnavailableError, RetryPolicy, call_oms
 from tradesim.services.risk.monitor_config import LimitState, MonitorConfig
 from tradesim.services.risk.monitor_messages import (
     RISK_MONITOR_MESSAGES,
@@ -99,8 +109,12 @@ class RiskMonitorService:
         config: MonitorConfig | None = None,
         *,
         window: int = DEFAULT_WINDOW,
+        follow: bool = False,
     ) -> None:
         self.bus = bus
+        self.follower = StreamFollower(bus, self._on_followed, on_caught_up=self._caught_up) if follow else None
+        self._quiet = False  # replaying history: no alerts, no orders
+        self.lag_ns = 0  # how late the last followed trade was handled here (wall clock - venue time)
         self.config = config or MonitorConfig()
         self.instruments = {i.symbol: i for i in instruments}
         self.replica = LedgerReplica(self.instruments.values(), accounts, window=window)
@@ -124,22 +138,29 @@ class RiskMonitorService:
         """Subscribes (BROADCAST) and serves `rpc.risk.get`; returns once live."""
         if self._subs:
             return
-        self._subs = [
-            await self.bus.subscribe(subjects.ORDERS_FILLED, self._on_filled),
-            await self.bus.subscribe(subjects.TRADES_EXECUTED, self._on_print),
-            await self.bus.serve(RPC_RISK_GET, self._get),
-        ]
+        if self.follower is not None:
+            await self.follower.start()
+        else:
+            self._subs = [
+                await self.bus.subscribe(subjects.ORDERS_FILLED, self._on_filled),
+                await self.bus.subscribe(subjects.TRADES_EXECUTED, self._on_print),
+            ]
+        self._subs.append(await self.bus.serve(RPC_RISK_GET, self._get))
 
     async def stop(self) -> None:
         """Unsubscribes and waits for liquidation requests in flight."""
+        if self.follower is not None:
+            await self.follower.stop()
         subs, self._subs = self._subs, []
         for sub in subs:
             await sub.unsubscribe()
         await self.idle()
 
-    async def wait_for_seq(self, seq: int, timeout: float = 5.0) -> None:
-        """Returns once an event of venue seq >= `seq` has been processed and its alerts published."""
-        await self._waiters.wait(self.replica.last_seq, seq, timeout)
+    async def wait_for_seq(self, seq: int, timeout: float = 5.0, symbol: str | None = None) -> None:
+        """Returns once an event of venue seq >= `seq` has been processed and its alerts published; with
+        several venue shards name the `symbol` of the event (seqs are per shard)."""
+        current = self.replica.last_seq if symbol is None else self.replica.symbol_seq(symbol)
+        await self._waiters.wait(current, seq, timeout, symbol)
 
     async def idle(self) -> None:
         """Returns once no liquidation request is in flight (tests and orderly shutdown)."""
@@ -209,12 +230,29 @@ class RiskMonitorService:
     async def _on_filled(self, d: Delivery) -> None:
         if isinstance(d.data, Trade):
             await self.on_trade(d.data)
-            self._waiters.notify(self.replica.last_seq)
+            self._waiters.notify(self.replica.last_seq, self.replica.symbol_seq)
 
     async def _on_print(self, d: Delivery) -> None:
         if isinstance(d.data, TradePrint):
             await self.on_print(d.data)
-            self._waiters.notify(self.replica.last_seq)
+            self._waiters.notify(self.replica.last_seq, self.replica.symbol_seq)
+
+    async def _on_followed(self, d: Delivery) -> None:
+        if isinstance(d.data, Trade):
+            assert self.follower is not None
+            self._quiet = self.follower.replaying(d)
+            try:
+                await self.on_trade(d.data)
+            finally:
+                self._quiet = False
+            self.lag_ns = max(0, time.time_ns() - d.data.ts)
+            self._waiters.notify(self.replica.last_seq, self.replica.symbol_seq)
+
+    async def _caught_up(self) -> None:
+        """History replayed: liquidate what is still over its limit (it was held back during the replay)."""
+        for (account, symbol), state in sorted(self._states.items()):
+            if state is LimitState.OVER_LIMIT:
+                self._maybe_liquidate(account, symbol, self.replica.last_seq, self.replica.last_ts)
 
     async def on_trade(self, trade: Trade) -> None:
         """Books a trade and re-evaluates both sides (as if delivered on `orders.filled`)."""
@@ -356,7 +394,7 @@ class RiskMonitorService:
     def _maybe_liquidate(self, account: str, symbol: str, seq: int, ts: int) -> None:
         """Sends one reducing market order for what is over the target, net of orders already in flight."""
         limit = self.config.limit(account, symbol)
-        if not self.config.liquidation_enabled or limit is None:
+        if not self.config.liquidation_enabled or limit is None or self._quiet:
             return
         qty = self.replica.ledger.position(account, symbol).qty
         in_flight = sum(liq.outstanding for liq in self._liquidations.get((account, symbol), {}).values())
@@ -392,15 +430,16 @@ class RiskMonitorService:
         outcome: str
         filled = 0
         reply: msgspec.Struct | None = None
-        for attempt in range(1, self.config.liquidation_attempts + 1):
-            try:
-                reply = await self.bus.request(RPC_OMS_SUBMIT, request, timeout=self.config.liquidation_timeout)
-                break
-            except RemoteError as exc:
-                outcome = f"failed: {exc.error_type}: {exc.message}"
-                break
-            except (BusError, TimeoutError) as exc:
-                outcome = f"failed after {attempt} attempt(s): {type(exc).__name__}: {exc}"
+        timeout = self.config.liquidation_timeout  # retried across an OMS failover (call_oms), same coid
+        try:
+            reply = await call_oms(self.bus, "submit", request, policy=RetryPolicy(
+                timeout=timeout, deadline=timeout * self.config.liquidation_attempts))
+        except RemoteError as exc:
+            outcome = f"failed: {exc.error_type}: {exc.message}"
+        except OmsUnavailableError as exc:
+            outcome = f"failed after {exc.attempts} attempt(s): {exc.last}"
+        except (BusError, TimeoutError) as exc:
+            outcome = f"failed: {type(exc).__name__}: {exc}"
         liq = self._liquidations.get(key, {}).get(coid)
         if isinstance(reply, OrderReply):
             order = reply.order
@@ -465,6 +504,8 @@ class RiskMonitorService:
             return RiskError(error="unknown_account", message=str(exc))
 
     async def _publish(self, alerts: list[RiskAlert]) -> None:
+        if self._quiet:
+            return
         for alert in alerts:
             log.warning("risk alert %s %s: %s", alert.alert, alert.severity, alert.message)
             await self.bus.publish(subjects.RISK_ALERTS, alert)

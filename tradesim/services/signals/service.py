@@ -22,6 +22,7 @@ from tradesim.domain import Instrument, OrderStatus
 from tradesim.logging import get_logger
 from tradesim.services.accounts.messages import GetPositions, PositionsReply
 from tradesim.services.oms.messages import OmsError, OrderReply, OrderRequest
+from tradesim.services.oms.rpc import RetryPolicy, call_oms
 from tradesim.services.signals.config import SignalsConfig
 from tradesim.services.signals.decision import Decision, decide, reference_price
 from tradesim.services.signals.messages import SIGNALS_MESSAGES, AuditEvent, OrderIntent, Signal
@@ -123,7 +124,9 @@ class DecisionAgent:
                                type=intent.type, tif=intent.tif, price=intent.price,
                                client_order_id=intent.client_order_id, correlation_id=cid)
         try:
-            reply = await self.bus.request(subjects.rpc("oms", "submit"), request, timeout=self.rpc_timeout)
+            # retried across an OMS failover under the intent's client_order_id (never executed twice)
+            reply = await call_oms(self.bus, "submit", request,
+                                   policy=RetryPolicy(timeout=self.rpc_timeout, deadline=4 * self.rpc_timeout))
         except BusError as exc:
             # The OMS may still have it: a retry of this signal finds it under the same client_order_id.
             await self._audit(cid, "order_failed", {"error": "service_unavailable", "message": str(exc),

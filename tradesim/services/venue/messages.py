@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import msgspec
 
-from tradesim.domain import Event, Instrument, OrderStatus, Side
+from tradesim.domain import CancelOrder, Event, Instrument, ModifyOrder, NewOrder, OrderStatus, Side
 
 Level = tuple[int, int, int]  # (price ticks, visible qty, order count)
 
@@ -95,7 +95,19 @@ class EndOfDayRequest(msgspec.Struct, frozen=True, kw_only=True, tag="venue.end_
     Answered with the `VenueReply` of the journaled `ExpireOrders(end_of_day=True)`."""
 
 
+class Fenced(msgspec.Struct, frozen=True, kw_only=True, tag="venue.fenced", tag_field="kind"):
+    """A command from a single-active sender (the OMS leader) with its election's fencing token.
+
+    Sent to `rpc.venue.submit|cancel|modify` instead of the bare command in distributed mode. The venue
+    keeps the newest token it has seen and refuses (RemoteError, nothing journaled) a command whose
+    token is older: a former leader that was paused past its lease cannot act after a takeover.
+    """
+
+    command: NewOrder | CancelOrder | ModifyOrder
+    token: int
+
+
 VENUE_MESSAGES: tuple[type[msgspec.Struct], ...] = (
     VenueReply, BookRequest, BookReply, InstrumentsRequest, InstrumentsReply, TradePrint, DepthUpdate,
-    OrderStatusRequest, OrderStatusReply, EndOfDayRequest,
+    OrderStatusRequest, OrderStatusReply, EndOfDayRequest, Fenced,
 )

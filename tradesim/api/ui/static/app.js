@@ -301,7 +301,9 @@
         soon("#book");
       }
     };
-    ws.onclose = () => {
+    ws.onclose = (ev) => {
+      // 4401: the token expired (or the key was revoked): the REST calls would fail too, so log in again
+      if (ev.code === 4401 || claims.exp * 1000 <= Date.now()) return signOut();
       if (live) setTimeout(streamTrades, 2000);  // dropped: resubscribe (the snapshot fills the gap)
       pollTrades();
     };
