@@ -65,6 +65,7 @@ class ParentRecord(msgspec.Struct, kw_only=True):
     lease_until: int = 0
     market_volume: int = 0
     market_turnover: int = 0
+    market_seq: int = 0  # venue seq of the last trade counted: a replayed trade is not counted again
     children: list[str] = []  # child client_order_ids, in creation order
     tracking_error: float | None = None
     slippage_bps: float | None = None
@@ -309,7 +310,9 @@ class ParentBook:
         self._maybe_complete(parent, ts)
 
     def on_events(self, events: Iterable[Event]) -> None:
-        """Applied venue events (each exactly once): market volume of live parents, and completion."""
+        """Applied venue events: market volume of live parents, and completion. A trade at or below a
+        parent's `market_seq` is in its figures already (a replay after a restart or failover starts
+        at the orders' checkpoint, which may be older than the parent's last write)."""
         touched: dict[str, ParentRecord] = {}
         live = [p for p in self._parents.values() if not p.terminal]
         if not live:
@@ -318,7 +321,8 @@ class ParentBook:
             if not isinstance(e, Trade):
                 continue
             for p in live:
-                if p.symbol == e.symbol and e.ts >= p.start_ts:
+                if p.symbol == e.symbol and e.ts >= p.start_ts and e.seq > p.market_seq:
+                    p.market_seq = e.seq
                     p.market_volume += e.qty
                     p.market_turnover += e.price * e.qty
                     touched[p.parent_id] = p
