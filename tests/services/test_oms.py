@@ -180,6 +180,32 @@ async def test_modify_and_cancel_go_through_pending_states() -> None:
         assert isinstance(closed, OmsError) and closed.error == "order_closed"
 
 
+async def test_a_retried_modify_or_cancel_while_the_first_is_at_the_venue_gets_its_answer() -> None:
+    """A client that timed out and sends the same change again is answered as the first one (the
+    change runs once); a different change meanwhile is still refused as order_pending."""
+    async with Harness(venue="mini") as h:
+        await order(h, limit("alice", Side.BUY, 100, 9900, "r1"))
+        h.venue.process_delay = 0.2
+        change = ModifyRequest(account="alice", client_order_id="r1", price=9950, qty=80)
+        first = asyncio.create_task(h.call("modify", change))
+        await asyncio.sleep(0.02)
+        retrying = asyncio.create_task(h.call("modify", change))
+        other = await h.call("modify", ModifyRequest(account="alice", client_order_id="r1", price=9960))
+        assert isinstance(other, OmsError) and other.error == "order_pending"
+        retry = await retrying
+        assert retry == await first
+        assert isinstance(retry, OrderReply)
+        assert (retry.order.status, retry.order.price, retry.order.qty) == (S.ACCEPTED, 9950, 80)
+        assert [type(c).__name__ for c in h.venue.commands].count("ModifyOrder") == 1
+        cancel = CancelRequest(account="alice", client_order_id="r1")
+        first = asyncio.create_task(h.call("cancel", cancel))
+        await asyncio.sleep(0.02)
+        retried = await h.call("cancel", cancel)
+        assert retried == await first
+        assert isinstance(retried, OrderReply) and retried.order.status is S.CANCELED
+        assert [type(c).__name__ for c in h.venue.commands].count("CancelOrder") == 1
+
+
 async def test_resting_order_filled_later_by_another_account() -> None:
     async with Harness() as h:
         await order(h, limit("alice", Side.BUY, 100, 10000, "rest"))

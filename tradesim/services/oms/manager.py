@@ -470,6 +470,8 @@ class OrderManager:
             raise OmsRequestError(E.BAD_PRICE, f"a {record.type.value} order has no price to modify")
         if record.terminal:
             raise OmsRequestError(E.ORDER_CLOSED, f"order {record.client_order_id} is {record.status.value}")
+        if record.status is S.PENDING_MODIFY and (req.price, req.qty) == (record.pending_price, record.pending_qty):
+            return Outcome(record, existing=True)  # a retry of the modify at the venue: answered as that one
         if record.pending or record.status is S.HELD:
             raise OmsRequestError(E.ORDER_PENDING, f"order {record.client_order_id} is {record.status.value}")
         self._set_status(record, S.PENDING_MODIFY, ts)

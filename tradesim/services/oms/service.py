@@ -189,7 +189,7 @@ class OmsService:
         self._subs: list[Subscription] = []
         self._tasks: set[asyncio.Task[None]] = set()
         self._recovering: dict[Key, asyncio.Task[None]] = {}
-        self._inflight: dict[Key, asyncio.Future[OrderReply]] = {}
+        self._inflight: dict[Key, asyncio.Future[Reply]] = {}  # new orders, cancels, modifies
         self._seq_waiters: list[tuple[str, int, asyncio.Future[None]]] = []  # (venue shard, seq, applied)
         self._watchdog: asyncio.Task[None] | None = None
         # Group commit: batches taken / written so far, and the requests waiting for a batch number.
@@ -601,22 +601,37 @@ class OmsService:
         outcome = decide(req)
         record = outcome.record
         if outcome.existing:
-            inflight = self._inflight.get(record.key)
-            if inflight is not None:
-                return await asyncio.shield(inflight)
-            recovery = self._recovering.get(record.key)
-            if recovery is not None and record.pending:  # routed by a former leader: answer once resolved
-                with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(asyncio.shield(recovery), self.request_timeout)
-            return OrderReply(order=record.view(), trades=list(record.fills))
+            return await self._retried(record, trades=True)
         if outcome.route is None:
             await self._durable()  # a refused or held order survives a restart once answered
             return OrderReply(order=record.view())
-        future: asyncio.Future[OrderReply] = asyncio.get_running_loop().create_future()
+        return await self._inflight_route(record, outcome.route, change=False)
+
+    async def _retried(self, record: OrderRecord, trades: bool) -> Reply:
+        """A retry of a request already taken: the first one's answer once it has one (in flight here,
+        or routed by a former leader and being resolved), else the record as it stands."""
+        inflight = self._inflight.get(record.key)
+        if inflight is not None:
+            return await asyncio.shield(inflight)
+        recovery = self._recovering.get(record.key)
+        if recovery is not None and record.pending:  # routed by a former leader: answer once resolved
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(asyncio.shield(recovery), self.request_timeout)
+        if not trades:
+            await self._durable()
+        return OrderReply(order=record.view(), trades=list(record.fills) if trades else [])
+
+    async def _inflight_route(self, record: OrderRecord, command: NewOrder | CancelOrder | ModifyOrder,
+                              change: bool) -> Reply:
+        """Route `command`; a retry arriving meanwhile (`_retried`) gets the same answer."""
+        future: asyncio.Future[Reply] = asyncio.get_running_loop().create_future()
         self._inflight[record.key] = future
         try:
-            trades, _ = await self._route(record, outcome.route)
-            reply = OrderReply(order=record.view(), trades=trades)
+            trades, delivered = await self._route(record, command)
+            reply: Reply = OrderReply(order=record.view(), trades=trades)
+            if change and not delivered:
+                reply = OmsError(error=E.VENUE_UNAVAILABLE, message=f"the venue could not be reached; order "
+                                                                    f"{record.client_order_id} is unchanged")
             future.set_result(reply)
             return reply
         finally:
@@ -632,14 +647,12 @@ class OmsService:
 
     async def _change(self, outcome: Outcome) -> Reply:
         record = outcome.record
+        if outcome.existing:
+            return await self._retried(record, trades=False)
         if outcome.route is None:
             await self._durable()  # a refused or held order survives a restart once answered
             return OrderReply(order=record.view())
-        trades, delivered = await self._route(record, outcome.route)
-        if not delivered:
-            return OmsError(error=E.VENUE_UNAVAILABLE, message=f"the venue could not be reached; order "
-                                                               f"{record.client_order_id} is unchanged")
-        return OrderReply(order=record.view(), trades=trades)
+        return await self._inflight_route(record, outcome.route, change=True)
 
     async def _get_order(self, req: msgspec.Struct) -> Reply:
         return OrderReply(order=self.manager.get(_expect(req, GetOrderRequest)).view())
