@@ -121,12 +121,23 @@ async def test_a_revoked_api_key_no_longer_authenticates(tmp_path: Path, stack: 
     users = await open_users(data)
     config = stack.config.with_settings(data_dir=data)
     try:
-        async with http(create_app(stack.bus, config, users)) as client:
-            assert (await client.post("/api/v1/auth/token", json={"api_key": key})).status_code == 200
+        app = create_app(stack.bus, config, users)
+        app.state["auth"].key_recheck = 0.05
+        async with http(app) as client:
+            exchanged = await client.post("/api/v1/auth/token", json={"api_key": key})
+            assert exchanged.status_code == 200
+            bearer = {"Authorization": f"Bearer {exchanged.json()['access_token']}"}
+            password = await client.post("/api/v1/auth/token", json={"username": "ivan", "password": "pass-word-1"})
+            by_password = {"Authorization": f"Bearer {password.json()['access_token']}"}
+            assert (await client.get("/api/v1/accounts/me", headers=bearer)).status_code == 200
             assert await asyncio.to_thread(run, "user", "revoke-key", key_id, "--data-dir", data) == 0
             assert capsys.readouterr().out.strip() == f"revoked API key {key_id} of ivan"
             r = await client.post("/api/v1/auth/token", json={"api_key": key})
             assert r.status_code == 401, r.text
+            await asyncio.sleep(0.06)  # the token exchanged for the key is refused from the next key check on
+            r = await client.get("/api/v1/accounts/me", headers=bearer)
+            assert (r.status_code, r.json()["error"]) == (401, "key_revoked"), r.text
+            assert (await client.get("/api/v1/accounts/me", headers=by_password)).status_code == 200
     finally:
         await users.close()
     assert await asyncio.to_thread(run, "user", "revoke-key", key, "--data-dir", data) == 2  # the whole key, again

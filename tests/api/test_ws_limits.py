@@ -180,6 +180,39 @@ async def test_an_api_key_socket_stays_while_the_key_is_valid(tmp_path: Path, cl
         await users.close()
 
 
+async def test_a_socket_on_a_token_from_a_revoked_key_is_closed(tmp_path: Path, clock: FakeClock) -> None:
+    """A token exchanged for an API key holds a socket only while the key exists (checked every
+    `key_check`, the store looked up at most every `[api] key_recheck`)."""
+    users = await open_users(tmp_path / "users")
+    try:
+        for name, (role, account) in USERS.items():
+            await users.add(name, role, PASSWORD, account)
+        key = await users.add_api_key("alice")
+        async for base in start_stack(tmp_path, make_config(tmp_path)):
+            stack = replace(base, users=users)
+            async with serve(stack, clock=clock.time, monotonic=clock.monotonic, ws_heartbeat=60.0) as live:
+                live.app.state["ws"] = WsSettings(heartbeat=60.0, expiry_check=0.02, key_check=0.05)
+                exchanged = await live.http.post("/api/v1/auth/token", json={"api_key": key})
+                token = exchanged.json()["access_token"]
+                async with connect(live.ws_url) as ws:
+                    await send(ws, op="auth", token=token)
+                    assert (await recv(ws))["type"] == "authenticated"
+                    clock.mono += 10  # past key_recheck: the next key check looks the key up
+                    await asyncio.sleep(0.2)
+                    await pong(ws, 1)  # still there
+                    assert await users.revoke_key(key) == "alice"
+                    clock.mono += 10
+                    frames, code, reason = await closed(ws)
+                    assert [f["error"] for f in frames] == ["key_revoked"], frames
+                    assert (code, reason) == (4401, "api key revoked")
+                async with connect(live.ws_url) as ws:  # and the token no longer authenticates a socket
+                    await send(ws, op="auth", token=token)
+                    err = await recv(ws)
+                    assert (err["type"], err["error"]) == ("error", "key_revoked"), err
+    finally:
+        await users.close()
+
+
 # ---- message rate limit -----------------------------------------------------------------------------------
 @pytest.fixture
 async def limited(tmp_path: Path, clock: FakeClock) -> AsyncIterator[Live]:

@@ -45,7 +45,8 @@ def create_app(bus: Bus, config: SystemConfig, users: UserStore, *, secret: str 
     slow (dropped); `ws_heartbeat` is the seconds between WebSocket heartbeats."""
     api = config.api
     authenticator = Authenticator(secret if secret is not None else jwt_secret(config), api.token_ttl,
-                                  RateLimiter(api.rate_limit, api.rate_burst, clock=monotonic), clock=clock)
+                                  RateLimiter(api.rate_limit, api.rate_burst, clock=monotonic), clock=clock,
+                                  key_exists=users.key_exists, key_recheck=api.key_recheck, monotonic=monotonic)
     ctx = Context(Services(bus, rpc_timeout), config, users, authenticator,
                   RateLimiter(api.login_rate_limit, api.login_burst, clock=monotonic))
     hub = Hub(bus, ctx.services, ctx.instruments)

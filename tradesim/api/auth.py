@@ -1,7 +1,8 @@
 """Who is calling: HS256 access tokens (issue, verify), the secret behind them, roles and what they may do.
 
-A token carries the user's name, role and account, so a request needs no database lookup; changing a
-user's role takes effect when their current token expires (`[api] token_ttl`). Roles:
+A token carries the user's name, role and account, so a request needs no database lookup (but for a
+token exchanged for an API key: whether the key was revoked, looked up every `[api] key_recheck` seconds);
+changing a user's role takes effect when their current token expires (`[api] token_ttl`). Roles:
 
 - admin: everything, on every account;
 - trader: reads and trades its own account only (another account's orders are 404, as if absent);
@@ -11,10 +12,11 @@ user's role takes effect when their current token expires (`[api] token_ttl`). R
 
 from __future__ import annotations
 
+import logging
 import os
 import secrets
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any, Final
 
@@ -27,6 +29,8 @@ from tradesim.api.errors import ApiError
 from tradesim.api.ratelimit import RateLimiter, retry_after
 from tradesim.services.config import SystemConfig
 from tradesim.store.users import Role, User, UserStore
+
+log = logging.getLogger(__name__)
 
 SECRET_FILE: Final = "jwt.secret"
 ALGORITHM: Final = "HS256"
@@ -153,18 +157,47 @@ class Authenticator:
     principal and expiry of each token that verified are remembered, keyed by the exact token string:
     the same string signed by the same (fixed) secret always verifies to the same claims, so a hit
     is as good as re-verifying. Expiry is still checked on every request against the app's clock, so an
-    expired token is refused as before; tokens that fail verification are never remembered. Nothing
-    else about a token is checked per request (a revoked API key stops exchanging for new tokens), so
-    the cache changes no answer."""
+    expired token is refused as before; tokens that fail verification are never remembered, so the
+    cache changes no answer.
+
+    A token exchanged for an API key (`kid`) is good only while the key exists: `key_exists` is asked
+    at most once per `key_recheck` seconds per key (revocation reaches every API replica within that)."""
 
     def __init__(self, secret: str, ttl: int, limiter: RateLimiter, *,
-                 clock: Callable[[], float] = time.time, cache_size: int = VERIFIED_CACHE) -> None:
+                 clock: Callable[[], float] = time.time, cache_size: int = VERIFIED_CACHE,
+                 key_exists: Callable[[str], Awaitable[bool]] | None = None, key_recheck: float = 5.0,
+                 monotonic: Callable[[], float] = time.monotonic) -> None:
         self.secret = secret
         self.ttl = ttl
         self.limiter = limiter
         self.clock = clock
         self._cache_size = cache_size
         self._verified: dict[str, tuple[Principal, float]] = {}  # token -> (principal, exp); insertion = LRU order
+        self._key_exists = key_exists
+        self.key_recheck = key_recheck
+        self._monotonic = monotonic
+        self._keys: dict[str, tuple[bool, float]] = {}  # key id -> (exists, when looked up)
+
+    async def check_key(self, principal: Principal) -> None:
+        """401 `key_revoked` if the caller's token came from an API key that no longer exists. When the
+        user store cannot be reached, the last answer stands (a key never looked up counts as valid: its
+        token's signature proves it was when exchanged)."""
+        kid = principal.key_id
+        if not kid or self._key_exists is None:
+            return
+        now = self._monotonic()
+        known = self._keys.get(kid)
+        if known is None or now - known[1] >= self.key_recheck:
+            try:
+                exists = await self._key_exists(kid)
+            except Exception as exc:  # any store failure: keep the last answer
+                log.warning("could not look up API key %s: %s: %s", kid, type(exc).__name__, exc)
+                exists = known[0] if known is not None else True
+            if len(self._keys) >= self._cache_size and kid not in self._keys:
+                del self._keys[next(iter(self._keys))]
+            known = self._keys[kid] = (exists, now)
+        if not known[0]:
+            raise _unauthorized("key_revoked", f"the API key {kid} this token was exchanged for has been revoked")
 
     def verify(self, token: str) -> Principal:
         """`verify_token` with this authenticator's secret and clock, remembering tokens that verified."""
@@ -181,6 +214,9 @@ class Authenticator:
         return principal
 
     def issue(self, user: User, key_id: str = "") -> str:
+        """A token for `user`; `key_id` names the API key it was exchanged for (just checked: it exists)."""
+        if key_id and self._key_exists is not None:
+            self._keys[key_id] = (True, self._monotonic())
         return issue_token(self.secret, user, self.ttl, now=self.clock(), key_id=key_id)
 
     def authenticate(self, header: str | None) -> Principal:
@@ -202,7 +238,9 @@ class Authenticator:
 async def provide_principal(request: Request[Any, Any, Any]) -> Principal:
     """Litestar dependency: the caller of this request (401/429 raised here)."""
     auth: Authenticator = request.app.state["auth"]
-    return auth.authenticate(request.headers.get("authorization"))
+    principal = auth.authenticate(request.headers.get("authorization"))
+    await auth.check_key(principal)
+    return principal
 
 
 Caller = NamedDependency[Principal]

@@ -176,6 +176,7 @@ async def _auth(conn: Connection, ctx: Context, req: WsRequest) -> None:
     expires: float | None = None
     if req.token:
         principal = ctx.auth.verify(req.token)
+        await ctx.auth.check_key(principal)
         expires = float(jwt.decode(req.token, options={"verify_signature": False})["exp"])  # verified above
     elif req.api_key:
         found = await ctx.users.authenticate_key(req.api_key)
@@ -285,26 +286,50 @@ async def _heartbeat(conn: Connection, period: float) -> None:
 
 
 async def _watch_auth(conn: Connection, ctx: Context, settings: WsSettings) -> None:
-    """Close the connection when its token expires, or when the API key holding it is no longer valid."""
+    """Close the connection when its token expires, or when the API key holding it (directly, or through
+    the token exchanged for it) is no longer valid."""
     loop = asyncio.get_running_loop()
     next_key_check = loop.time() + settings.key_check
+
+    def keyed() -> bool:
+        return conn.api_key is not None or bool(conn.principal is not None and conn.principal.key_id)
+
     while not conn.done.is_set():
         if _expired(conn, ctx):
             return
-        if conn.api_key is not None and loop.time() >= next_key_check:
+        if keyed() and loop.time() >= next_key_check:
             next_key_check = loop.time() + settings.key_check
-            await _check_key(conn, ctx, conn.api_key)
+            if conn.api_key is not None:
+                await _check_key(conn, ctx, conn.api_key)
+            else:
+                await _check_token_key(conn, ctx)
             continue
         waits = []
         if conn.expires is not None:
             waits.append(min(settings.expiry_check, max(0.0, conn.expires - ctx.auth.clock())))
-        if conn.api_key is not None:
+        if keyed():
             waits.append(max(0.0, next_key_check - loop.time()))
         conn.auth_changed.clear()
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(conn.auth_changed.wait(), min(waits) if waits else None)
-        if conn.auth_changed.is_set() and conn.api_key is not None:
+        if conn.auth_changed.is_set() and keyed():
             next_key_check = loop.time() + settings.key_check  # just authenticated: the key is good now
+
+
+def _end_revoked(conn: Connection) -> None:
+    conn.end("key_revoked", _error("key_revoked", "the API key this connection authenticated with is no "
+                                                  "longer valid"), CLOSE_EXPIRED, "api key revoked")
+
+
+async def _check_token_key(conn: Connection, ctx: Context) -> None:
+    p = conn.principal
+    if p is None:
+        return
+    try:
+        await ctx.auth.check_key(p)
+    except ApiError:
+        if conn.principal is p:  # not re-authenticated meanwhile
+            _end_revoked(conn)
 
 
 async def _check_key(conn: Connection, ctx: Context, key: str) -> None:
@@ -317,8 +342,7 @@ async def _check_key(conn: Connection, ctx: Context, key: str) -> None:
     if conn.api_key != key or p is None:  # re-authenticated meanwhile
         return
     if found is None or (found[0].username, found[0].account) != (p.username, p.account):
-        conn.end("key_revoked", _error("key_revoked", "the API key this connection authenticated with is no "
-                                                      "longer valid"), CLOSE_EXPIRED, "api key revoked")
+        _end_revoked(conn)
     elif found[0].role is not p.role:  # a role change applies at the next check
         conn.principal = msgspec.structs.replace(p, role=found[0].role)
 

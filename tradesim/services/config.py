@@ -95,6 +95,7 @@ class ApiSettings(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fiel
     # HS256 key for access tokens; "" = a random one generated once and kept in <data_dir>/jwt.secret.
     jwt_secret: str = ""
     token_ttl: int = 3600  # seconds an access token is valid
+    key_recheck: float = 5.0  # seconds a token exchanged for an API key trusts that the key is not revoked
     rate_limit: float = 50.0  # requests per second per user / API key (token bucket refill)
     rate_burst: int = 100  # bucket size
     login_rate_limit: float = 1.0  # token requests per second per client address
@@ -106,6 +107,8 @@ class ApiSettings(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fiel
     def __post_init__(self) -> None:
         if self.token_ttl <= 0:
             raise ValueError(f"token_ttl must be positive, got {self.token_ttl}")
+        if self.key_recheck <= 0:
+            raise ValueError(f"key_recheck must be positive, got {self.key_recheck}")
         if self.rate_limit <= 0 or self.login_rate_limit <= 0 or self.ws_rate_limit <= 0:
             raise ValueError("rate_limit, login_rate_limit and ws_rate_limit must be positive")
         if self.rate_burst < 1 or self.login_burst < 1 or self.ws_rate_burst < 1:

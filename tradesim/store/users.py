@@ -174,11 +174,15 @@ class UserStore(ABC):
         user = await self.get(found[0])
         return None if user is None else (user, key_id)
 
+    async def key_exists(self, key_id: str) -> bool:
+        """Whether the API key `key_id` is still there (not revoked)."""
+        return await self._key_row(key_id) is not None
+
     async def revoke_key(self, key: str) -> str | None:
         """Delete an API key, named by its id or by the whole key; returns the key's user, None if unknown.
 
-        Requests with the key fail at once; a WebSocket authenticated with it is closed at its next key
-        check (docs/api.md)."""
+        Exchanging the key fails at once; tokens exchanged for it are refused, and a WebSocket holding it
+        is closed, at their next key check (docs/api.md)."""
         parts = split_api_key(key)
         key_id = parts[0] if parts is not None else key
         found = await self._key_row(key_id)
