@@ -24,6 +24,7 @@ lint: $(STAMP)
 
 test: lint
 	@command -v chromium >/dev/null || (apt-get update -qq && apt-get install -y -qq chromium >/dev/null)  # browser test (tests/ui)
+	@command -v docker-compose >/dev/null || (apt-get update -qq && apt-get install -y -qq docker-compose >/dev/null)  # tests/deploy
 	$(BIN)/pytest -q
 
 bench: $(STAMP)

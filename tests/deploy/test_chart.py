@@ -8,6 +8,7 @@ import re
 import tomllib
 from typing import Any
 
+import kubernetes_validate  # type: ignore[import-untyped]
 import pytest
 import yaml  # type: ignore[import-untyped]
 
@@ -193,3 +194,47 @@ def _container(deployment: dict[str, Any]) -> dict[str, Any]:
 def test_the_shape_check_rejects_broken_manifests(mutate: Any, message: str) -> None:
     with pytest.raises(AssertionError, match=message):
         validate_manifests(_broken(mutate))
+
+
+# The Kubernetes API's own OpenAPI schemas (kubernetes-validate bundles them per release): every object
+# the chart renders, under the overrides above, is a valid object of its kind, with no unknown field.
+# The oldest release the chart supports and the newest one the package knows.
+SCHEMA_VERSIONS = ("1.25.0", kubernetes_validate.latest_version())
+RENDERS: list[dict[str, Any]] = [
+    {},
+    {"services": {"oms": {"replicas": 5}, "api": {"serviceType": "LoadBalancer"}},
+     "global": {"image": "registry.example/tradesim:1.2.3", "namespace": "trading"}},
+    {"monitoring": {"enabled": True, "interval": "15s"}},
+    {"postgres": {"existingSecret": "pg-app", "secretKey": "uri", "url": ""}},
+]
+CUSTOM_KINDS = {"ServiceMonitor"}  # a CRD (prometheus-operator): no built-in schema; shape checked above
+
+
+@pytest.mark.parametrize("version", SCHEMA_VERSIONS)
+@pytest.mark.parametrize("overrides", RENDERS, ids=["default", "overrides", "monitoring", "existing-secret"])
+def test_every_rendered_object_validates_against_the_kubernetes_schema(overrides: dict[str, Any],
+                                                                       version: str) -> None:
+    checked = []
+    for obj in objects(overrides):
+        if obj["kind"] in CUSTOM_KINDS:
+            continue
+        try:
+            kubernetes_validate.validate(obj, version, strict=True)
+        except kubernetes_validate.ValidationError as exc:
+            pytest.fail(f"{obj['kind']}/{obj['metadata']['name']} against Kubernetes {version}: {exc.message}")
+        checked.append(obj["kind"])
+    assert {"Deployment", "Service", "ConfigMap"} <= set(checked)
+
+
+def test_the_committed_manifests_validate_and_the_schema_check_can_fail() -> None:
+    docs = [d for d in yaml.safe_load_all(MANIFESTS.read_text()) if d]
+    for doc in docs:
+        kubernetes_validate.validate(doc, SCHEMA_VERSIONS[-1], strict=True)
+    deployment = copy.deepcopy(next(d for d in docs if d["kind"] == "Deployment"))
+    deployment["spec"]["template"]["spec"]["containers"][0]["livenessProbe"]["httpGet"]["port"] = [8000]
+    with pytest.raises(kubernetes_validate.ValidationError):
+        kubernetes_validate.validate(deployment, SCHEMA_VERSIONS[-1], strict=True)
+    deployment = copy.deepcopy(next(d for d in docs if d["kind"] == "Deployment"))
+    deployment["spec"]["replica"] = 2  # a typo: strict validation refuses unknown fields
+    with pytest.raises(kubernetes_validate.ValidationError):
+        kubernetes_validate.validate(deployment, SCHEMA_VERSIONS[-1], strict=True)
