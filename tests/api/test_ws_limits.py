@@ -6,6 +6,7 @@ expiry and token refill happen when the test says, not after real waits."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import sqlite3
 from collections.abc import AsyncIterator
@@ -22,7 +23,7 @@ from tests.api.conftest import PASSWORD, USERS, Stack, make_config, start_stack
 from tests.api.test_ws import SYM, Live, login, recv, send, serve, subscribe
 from tradesim.api.ws import WsSettings
 from tradesim.services.config import ApiSettings, ConfigError, load_config
-from tradesim.store.users import open_users
+from tradesim.store.users import UserStore, open_users
 
 T0 = 1_750_000_000.0  # the fake wall clock's start (epoch s)
 TTL = 3600  # [api] token_ttl default
@@ -150,9 +151,10 @@ async def test_auth_refusals_are_error_frames(live: Live, clock: FakeClock) -> N
 
 
 # ---- API keys ---------------------------------------------------------------------------------------------
-async def test_an_api_key_socket_stays_while_the_key_is_valid(tmp_path: Path, clock: FakeClock) -> None:
-    """Users in SQLite (as `tradesim run` keeps them); the key is revoked the only way there is today: its
-    row deleted from `api_keys`."""
+@contextlib.asynccontextmanager
+async def keyed(tmp_path: Path, clock: FakeClock) -> AsyncIterator[tuple[Live, UserStore, str]]:
+    """A served stack whose users are in SQLite (as `tradesim run` keeps them), alice with an API key;
+    WebSocket key checks every 0.05 s."""
     users = await open_users(tmp_path / "users")
     try:
         for name, (role, account) in USERS.items():
@@ -162,55 +164,50 @@ async def test_an_api_key_socket_stays_while_the_key_is_valid(tmp_path: Path, cl
             stack = replace(base, users=users)
             async with serve(stack, clock=clock.time, monotonic=clock.monotonic, ws_heartbeat=60.0) as live:
                 live.app.state["ws"] = WsSettings(heartbeat=60.0, expiry_check=0.02, key_check=0.05)
-                async with connect(live.ws_url) as ws:
-                    await send(ws, op="auth", api_key=key)
-                    auth = await recv(ws)
-                    assert auth == {"type": "authenticated", "username": "alice", "role": "trader",
-                                    "account": "alice"}, auth  # no exp
-                    await subscribe(ws, channel="positions")
-                    clock.now = T0 + 30 * 86_400  # a month on: far past any token's exp
-                    await asyncio.sleep(0.2)  # several key re-checks (every 0.05 s) find the key valid
-                    await pong(ws, 1)
-                    with sqlite3.connect(tmp_path / "users" / "users.db") as db:
-                        assert db.execute("DELETE FROM api_keys").rowcount == 1
-                    frames, code, reason = await closed(ws)
-                    assert [f["error"] for f in frames] == ["key_revoked"], frames
-                    assert (code, reason) == (4401, "api key revoked")
+                yield live, users, key
     finally:
         await users.close()
+
+
+async def test_an_api_key_socket_stays_while_the_key_is_valid(tmp_path: Path, clock: FakeClock) -> None:
+    """The key is revoked behind the API's back: its row deleted from `api_keys`."""
+    async with keyed(tmp_path, clock) as (live, _users, key), connect(live.ws_url) as ws:
+        await send(ws, op="auth", api_key=key)
+        auth = await recv(ws)
+        assert auth == {"type": "authenticated", "username": "alice", "role": "trader",
+                        "account": "alice"}, auth  # no exp
+        await subscribe(ws, channel="positions")
+        clock.now = T0 + 30 * 86_400  # a month on: far past any token's exp
+        await asyncio.sleep(0.2)  # several key re-checks (every 0.05 s) find the key valid
+        await pong(ws, 1)
+        with sqlite3.connect(tmp_path / "users" / "users.db") as db:
+            assert db.execute("DELETE FROM api_keys").rowcount == 1
+        frames, code, reason = await closed(ws)
+        assert [f["error"] for f in frames] == ["key_revoked"], frames
+        assert (code, reason) == (4401, "api key revoked")
 
 
 async def test_a_socket_on_a_token_from_a_revoked_key_is_closed(tmp_path: Path, clock: FakeClock) -> None:
     """A token exchanged for an API key holds a socket only while the key exists (checked every
     `key_check`, the store looked up at most every `[api] key_recheck`)."""
-    users = await open_users(tmp_path / "users")
-    try:
-        for name, (role, account) in USERS.items():
-            await users.add(name, role, PASSWORD, account)
-        key = await users.add_api_key("alice")
-        async for base in start_stack(tmp_path, make_config(tmp_path)):
-            stack = replace(base, users=users)
-            async with serve(stack, clock=clock.time, monotonic=clock.monotonic, ws_heartbeat=60.0) as live:
-                live.app.state["ws"] = WsSettings(heartbeat=60.0, expiry_check=0.02, key_check=0.05)
-                exchanged = await live.http.post("/api/v1/auth/token", json={"api_key": key})
-                token = exchanged.json()["access_token"]
-                async with connect(live.ws_url) as ws:
-                    await send(ws, op="auth", token=token)
-                    assert (await recv(ws))["type"] == "authenticated"
-                    clock.mono += 10  # past key_recheck: the next key check looks the key up
-                    await asyncio.sleep(0.2)
-                    await pong(ws, 1)  # still there
-                    assert await users.revoke_key(key) == "alice"
-                    clock.mono += 10
-                    frames, code, reason = await closed(ws)
-                    assert [f["error"] for f in frames] == ["key_revoked"], frames
-                    assert (code, reason) == (4401, "api key revoked")
-                async with connect(live.ws_url) as ws:  # and the token no longer authenticates a socket
-                    await send(ws, op="auth", token=token)
-                    err = await recv(ws)
-                    assert (err["type"], err["error"]) == ("error", "key_revoked"), err
-    finally:
-        await users.close()
+    async with keyed(tmp_path, clock) as (live, users, key):
+        exchanged = await live.http.post("/api/v1/auth/token", json={"api_key": key})
+        token = exchanged.json()["access_token"]
+        async with connect(live.ws_url) as ws:
+            await send(ws, op="auth", token=token)
+            assert (await recv(ws))["type"] == "authenticated"
+            clock.mono += 10  # past key_recheck: the next key check looks the key up
+            await asyncio.sleep(0.2)
+            await pong(ws, 1)  # still there
+            assert await users.revoke_key(key) == "alice"
+            clock.mono += 10
+            frames, code, reason = await closed(ws)
+            assert [f["error"] for f in frames] == ["key_revoked"], frames
+            assert (code, reason) == (4401, "api key revoked")
+        async with connect(live.ws_url) as ws:  # and the token no longer authenticates a socket
+            await send(ws, op="auth", token=token)
+            err = await recv(ws)
+            assert (err["type"], err["error"]) == ("error", "key_revoked"), err
 
 
 # ---- message rate limit -----------------------------------------------------------------------------------
