@@ -12,7 +12,7 @@ from tradesim.services.accounts.errors import (
     UnknownAccountError,
     UnknownInstrumentError,
 )
-from tradesim.services.accounts.ledger import DEFAULT_PNL_QUANTUM, Ledger
+from tradesim.services.accounts.ledger import DEFAULT_PNL_QUANTUM, AccountFigures, Ledger
 from tradesim.services.accounts.views import (
     AccountKind,
     AccountState,
@@ -27,6 +27,7 @@ from tradesim.services.accounts.views import (
 __all__ = [
     "DEFAULT_PNL_QUANTUM",
     "AccountExistsError",
+    "AccountFigures",
     "AccountKind",
     "AccountState",
     "AccountView",

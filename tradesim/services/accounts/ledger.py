@@ -9,8 +9,8 @@ share of a partial reduction, is explicit: see `position.py`).
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Iterable, Iterator
-from contextlib import contextmanager
+from collections.abc import Iterable
+from contextlib import AbstractContextManager
 from decimal import (
     ROUND_HALF_EVEN,
     Context,
@@ -22,7 +22,7 @@ from decimal import (
     localcontext,
 )
 from fractions import Fraction
-from typing import Final
+from typing import Final, NamedTuple
 
 import msgspec
 
@@ -58,10 +58,9 @@ _HASH_ENCODER: Final = msgspec.msgpack.Encoder(order="deterministic")
 DEFAULT_PNL_QUANTUM: Final = Decimal("0.01")
 
 
-@contextmanager
-def _exact() -> Iterator[None]:
-    with localcontext(_EXACT):
-        yield
+def _exact() -> AbstractContextManager[Context]:
+    """The exact decimal context (a plain `localcontext`: a generator-based wrapper cost ~1 µs per use)."""
+    return localcontext(_EXACT)
 
 
 def _money(value: Decimal | int | str, what: str) -> Decimal:
@@ -83,6 +82,17 @@ class _Account(msgspec.Struct, kw_only=True):
     cash: Decimal
     net_deposits: Decimal
     positions: dict[str, Position] = msgspec.field(default_factory=dict)
+
+
+class AccountFigures(NamedTuple):
+    """The figures of an `AccountView` that checks read, and each position's qty by symbol (sorted)."""
+
+    cash_available: Decimal
+    margin_available: Decimal
+    equity: Decimal
+    margin_used: Decimal
+    net_deposits: Decimal
+    positions: dict[str, int]
 
 
 class Ledger:
@@ -280,6 +290,45 @@ class Ledger:
             position = Position(symbol=symbol)
         with _exact():
             return self._position_view(account, position)
+
+    def figures(self, account: str) -> AccountFigures:
+        """What a pre-trade check reads of `account(account)`, computed alike (same Decimals) but without
+        building a view per position: the OMS needs it for nearly every order (each trade moves the mark)."""
+        state = self._account(account)
+        instruments = self._instruments
+        marks = self._marks
+        positions: dict[str, int] = {}
+        with _exact():
+            equity = state.cash
+            margin_used = margined_unrealized = ZERO
+            for symbol, position in sorted(state.positions.items()):
+                positions[symbol] = position.qty
+                inst = instruments[symbol]
+                mark = marks.get(symbol)
+                value = position.cost if mark is None else position.qty * inst.from_ticks(mark) * inst.multiplier
+                if inst.margin_rate > 0:
+                    margin_used += abs(value) * inst.margin_rate
+                    unrealized = value - position.cost
+                    equity += unrealized
+                    margined_unrealized += unrealized
+                else:
+                    margin_used += ZERO  # as account() sums it: the same Decimal, exponent included
+                    equity += value
+            cash_available = state.cash - margin_used + min(ZERO, margined_unrealized)
+            margin_available = equity - margin_used
+        return AccountFigures(
+            cash_available=cash_available, margin_available=margin_available, equity=equity,
+            margin_used=margin_used, net_deposits=state.net_deposits, positions=positions)
+
+    def qty(self, account: str, symbol: str) -> int:
+        """`position(account, symbol).qty` without building the view (the risk monitor reads it per trade)."""
+        state = self._account(account)
+        position = state.positions.get(symbol)
+        if position is None:
+            if symbol not in self._instruments:
+                raise UnknownInstrumentError(f"unknown symbol {symbol!r}")
+            return 0
+        return position.qty
 
     def cash_available(self, account: str) -> Decimal:
         """Cash not held as margin nor owed to losing margined positions: what a cash purchase may spend."""

@@ -37,7 +37,7 @@ from tradesim.domain import (
     Trade,
     transition,
 )
-from tradesim.services.accounts import AccountKind, AccountView, Ledger, LedgerSnapshot
+from tradesim.services.accounts import AccountFigures, AccountKind, Ledger, LedgerSnapshot
 from tradesim.services.compliance import ComplianceConfig, ComplianceEngine
 from tradesim.services.oms import errors as E
 from tradesim.services.oms.errors import OmsRequestError
@@ -194,7 +194,7 @@ class OrderManager:
         self._working: dict[str, dict[Key, OrderRecord]] = {a: {} for a in self.accounts}
         self._reserved: dict[str, Reserved] = {a: Reserved() for a in self.accounts}
         self._shares: dict[Key, Share] = {}
-        self._views: dict[str, AccountView] = {}  # ledger views, dropped when a trade may change them
+        self._views: dict[str, AccountFigures] = {}  # ledger figures, dropped when a trade may change them
         self._holders: dict[str, set[str]] = {}  # symbol -> accounts whose cached view holds it
         self._day_pnl: dict[str, DayPnl] = {}
         self._next_n = 1
@@ -255,15 +255,15 @@ class OrderManager:
         view = self._view(account)
         return exposure_of(view, self._reserved[account], self._pnl_today(account, ts, view))
 
-    def _view(self, account: str) -> AccountView:
+    def _view(self, account: str) -> AccountFigures:
         view = self._views.get(account)
         if view is None:
-            view = self._views[account] = self.ledger.account(account)
-            for p in view.positions:
-                self._holders.setdefault(p.symbol, set()).add(account)
+            view = self._views[account] = self.ledger.figures(account)
+            for symbol in view.positions:
+                self._holders.setdefault(symbol, set()).add(account)
         return view
 
-    def _pnl_today(self, account: str, ts: int, view: AccountView) -> Decimal:
+    def _pnl_today(self, account: str, ts: int, view: AccountFigures) -> Decimal:
         total = view.equity - view.net_deposits
         day = (ts + self._day_offset) // 86_400_000_000_000
         base = self._day_pnl.get(account)

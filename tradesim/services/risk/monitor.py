@@ -25,6 +25,7 @@ from collections import deque
 from collections.abc import Iterable, Mapping
 from decimal import ROUND_HALF_EVEN, Decimal
 from fractions import Fraction
+from typing import Final
 
 import msgspec
 
@@ -91,11 +92,18 @@ def _pct(confidence: Decimal) -> str:
 
 def margin_ratio(view: AccountView) -> Fraction | None:
     """margin used / equity; 0 without margin in use; None (infinite) when equity <= 0 with margin in use."""
-    if view.margin_used == 0:
-        return Fraction(0)
-    if view.equity <= 0:
+    return _margin_ratio(view.margin_used, view.equity)
+
+
+def _margin_ratio(margin_used: Decimal, equity: Decimal) -> Fraction | None:
+    if margin_used == 0:
+        return _ZERO_RATIO
+    if equity <= 0:
         return None
-    return Fraction(view.margin_used) / Fraction(view.equity)
+    return Fraction(margin_used) / Fraction(equity)
+
+
+_ZERO_RATIO: Final = Fraction(0)
 
 
 class RiskMonitorService:
@@ -116,6 +124,7 @@ class RiskMonitorService:
         self._quiet = False  # replaying history: no alerts, no orders
         self.lag_ns = 0  # how late the last followed trade was handled here (wall clock - venue time)
         self.config = config or MonitorConfig()
+        self._threshold_cache: tuple[Decimal, Fraction] | None = None
         self.instruments = {i.symbol: i for i in instruments}
         self.replica = LedgerReplica(self.instruments.values(), accounts, window=window)
         self._states: dict[tuple[str, str], LimitState] = {}
@@ -287,7 +296,7 @@ class RiskMonitorService:
         alerts: list[RiskAlert] = []
         ledger = self.replica.ledger
         for account in ledger.accounts:
-            if ledger.position(account, p.symbol).qty:
+            if ledger.qty(account, p.symbol):
                 self._check_account(account, p.ts, alerts)
                 if self.state(account, p.symbol) is LimitState.OVER_LIMIT:
                     self._maybe_liquidate(account, p.symbol, p.seq, p.ts)
@@ -310,7 +319,7 @@ class RiskMonitorService:
         limit = self.config.limit(account, symbol)
         if limit is None:
             return
-        qty = self.replica.ledger.position(account, symbol).qty
+        qty = self.replica.ledger.qty(account, symbol)
         new = self.config.classify(qty, limit)
         old = self._states.get((account, symbol), LimitState.NORMAL)
         if new is not old:
@@ -332,19 +341,28 @@ class RiskMonitorService:
         if new is LimitState.OVER_LIMIT:
             self._maybe_liquidate(account, symbol, seq, ts)
 
+    def _threshold(self) -> Fraction:
+        """`Fraction(config.margin_warning)`, converted once per configured value rather than per check."""
+        warning = self.config.margin_warning
+        cached = self._threshold_cache
+        if cached is None or cached[0] != warning:
+            cached = self._threshold_cache = (warning, Fraction(warning))
+        return cached[1]
+
     def _check_account(self, account: str, ts: int, alerts: list[RiskAlert]) -> None:
-        view = self.replica.ledger.account(account)
-        ratio = margin_ratio(view)
-        threshold = Fraction(self.config.margin_warning)
+        figures_now = self.replica.ledger.figures(account)  # as account() has them, without the views
+        margin_used, equity = figures_now.margin_used, figures_now.equity
+        ratio = _margin_ratio(margin_used, equity)
+        threshold = self._threshold()
         warn = ratio is None or ratio >= threshold
-        shown = "inf" if ratio is None else str(_ratio(ratio))
-        figures = {
-            "margin_used": str(view.margin_used),
-            "equity": str(view.equity),
-            "ratio": shown,
-            "threshold": str(self.config.margin_warning),
-        }
-        if warn != (account in self._margin_warned):
+        if warn != (account in self._margin_warned):  # the figures are only worked out for an alert
+            shown = "inf" if ratio is None else str(_ratio(ratio))
+            figures = {
+                "margin_used": str(margin_used),
+                "equity": str(equity),
+                "ratio": shown,
+                "threshold": str(self.config.margin_warning),
+            }
             if warn:
                 self._margin_warned.add(account)
                 message = f"{account}: margin used / equity {shown} >= {self.config.margin_warning}"
@@ -396,7 +414,7 @@ class RiskMonitorService:
         limit = self.config.limit(account, symbol)
         if not self.config.liquidation_enabled or limit is None or self._quiet:
             return
-        qty = self.replica.ledger.position(account, symbol).qty
+        qty = self.replica.ledger.qty(account, symbol)
         in_flight = sum(liq.outstanding for liq in self._liquidations.get((account, symbol), {}).values())
         reducible = abs(qty) - in_flight
         excess = reducible - self.config.liquidation_floor(limit)
