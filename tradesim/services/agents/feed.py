@@ -54,12 +54,45 @@ def _accounts_of(data: object) -> tuple[str | None, str | None]:
     return (account, None) if isinstance(account, str) else (None, None)
 
 
+class _Routes:
+    """A subject's registrations indexed by account, so that a message costs the handlers it reaches,
+    not a scan of every agent's registration. Rebuilt on every (un)subscription; immutable otherwise,
+    so a delivery in progress is unaffected by handlers that (un)subscribe, as with a copied list."""
+
+    __slots__ = ("by_account", "everyone", "general")
+
+    def __init__(self, entries: list[_Entry]) -> None:
+        self.everyone: list[Handler] = [e.handler for e in entries if e.account is None]
+        self.general = len(self.everyone) == len(entries)  # no account subscriptions: all get everything
+        # registration position and handler: the handlers for a message run in registration order
+        self.by_account: dict[str | None, list[tuple[int, Handler]]] = {}
+        for i, e in enumerate(entries):
+            self.by_account.setdefault(e.account, []).append((i, e.handler))
+
+    def handlers(self, first: str | None, second: str | None) -> list[Handler]:
+        if self.general:
+            return self.everyone
+        by_account = self.by_account
+        picked = list(by_account.get(None, ()))
+        if first is not None:
+            picked.extend(by_account.get(first, ()))
+        if second is not None and second != first:
+            picked.extend(by_account.get(second, ()))
+        picked.sort(key=_position)
+        return [handler for _, handler in picked]
+
+
+def _position(item: tuple[int, Handler]) -> int:
+    return item[0]
+
+
 class SharedFeed:
     """Fans each subject's messages out to the handlers registered for it, in registration order."""
 
     def __init__(self, bus: Bus) -> None:
         self.bus = bus
         self._entries: dict[str, list[_Entry]] = {}
+        self._routes: dict[str, _Routes] = {}
         self._subs: dict[str, Subscription] = {}
         # Highest trade seq delivered per subject: what an account's subscriber has "seen" of the
         # subject although it was only called with its own trades.
@@ -78,18 +111,19 @@ class SharedFeed:
         if entries is None:
             entries = self._entries[pattern] = []
             seqs = self.last_trade_seq
+            routes = self._routes
 
             async def deliver(d: Delivery) -> None:
                 data = d.data
                 first, second = _accounts_of(data)
                 if isinstance(data, Trade) and data.seq > seqs.get(pattern, 0):
                     seqs[pattern] = data.seq
-                for e in list(entries):
-                    if e.account is None or e.account == first or e.account == second:
-                        await e.handler(d)
+                for handler in routes[pattern].handlers(first, second):
+                    await handler(d)
 
             self._subs[pattern] = await self.bus.subscribe(pattern, deliver)
         entries.append(entry)
+        self._routes[pattern] = _Routes(entries)
         return _Membership(self, pattern, entry)
 
     async def remove(self, pattern: str, entry: _Entry) -> None:
@@ -97,6 +131,8 @@ class SharedFeed:
         if entries is None or entry not in entries:
             return
         entries.remove(entry)
+        self._routes[pattern] = _Routes(entries)
         if not entries:
             del self._entries[pattern]
+            del self._routes[pattern]
             await self._subs.pop(pattern).unsubscribe()

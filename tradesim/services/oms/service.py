@@ -823,7 +823,21 @@ class OmsService:
     def _start_flusher(self) -> None:
         self._kick = None
         if self._has_dirty() and not self._writing and (self._flusher is None or self._flusher.done()):
+            store = self.store
+            if not isinstance(store, SharedOrderStore) and not store.threaded:
+                self._flush_inline(store)  # a write that never blocks needs no task (a simulation's store)
+                return
             self._flusher = asyncio.get_running_loop().create_task(self._flush_loop(), name="oms-flush")
+
+    def _flush_inline(self, store: OrderStore) -> None:
+        """`_flush_loop` for a store whose writes never block, run now instead of in a task of its own."""
+        while self._has_dirty():
+            try:
+                self._write_batch(store.write)  # logs and fails the waiters of the batch on an error
+            except Exception:
+                return  # as the loop: what was taken is gone; the next change triggers the next write
+            finally:
+                self.algos.flush()
 
     async def _durable(self) -> None:
         """Until every change made so far is committed (the batch being written, or the next one)."""
