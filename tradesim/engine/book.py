@@ -18,14 +18,20 @@ DepthLevel = tuple[int, int, int]
 
 
 class BookSide:
-    """One side of a book. `sign` is +1 for bids, -1 for asks; a level's key is `sign * price`."""
+    """One side of a book. `sign` is +1 for bids, -1 for asks; a level's key is `sign * price`.
 
-    __slots__ = ("keys", "levels", "sign")
+    `sums` caches a level's visible quantity for `depth` (price -> sum): whatever changes a level's
+    orders or their `visible_qty` drops its entry (`BookSide` methods here, the engine where it edits
+    a level in place), so depth re-adds only the levels that changed since it last ran.
+    """
+
+    __slots__ = ("keys", "levels", "sign", "sums")
 
     def __init__(self, sign: int) -> None:
         self.sign: int = sign
         self.levels: dict[int, Level] = {}
         self.keys: list[int] = []
+        self.sums: dict[int, int] = {}
 
     def best(self) -> int | None:
         """Best price of the side, None when empty."""
@@ -40,10 +46,12 @@ class BookSide:
             self.add_level(price, order)
         else:
             level[order.order_id] = order
+            self.sums.pop(price, None)
 
     def add_level(self, price: int, order: Order) -> None:
         """Opens the level `price` (not present yet) with `order` as its only order."""
         self.levels[price] = {order.order_id: order}
+        self.sums.pop(price, None)
         insort(self.keys, price * self.sign)
 
     def remove(self, order: Order) -> None:
@@ -51,11 +59,13 @@ class BookSide:
         price: int = order.price  # type: ignore[assignment]
         level = self.levels[price]
         del level[order.order_id]
+        self.sums.pop(price, None)
         if not level:
             self.drop_level(price)
 
     def drop_level(self, price: int) -> None:
         del self.levels[price]
+        self.sums.pop(price, None)
         keys = self.keys
         key = price * self.sign
         if keys[-1] == key:
@@ -68,14 +78,18 @@ class BookSide:
         out: list[DepthLevel] = []
         keys = self.keys
         levels = self.levels
+        sums = self.sums
         sign = self.sign
         i = len(keys) - 1
         while i >= 0 and len(out) < n:
             price = keys[i] * sign
             level = levels[price]
-            visible = 0
-            for order in level.values():
-                visible += order.visible_qty
+            visible = sums.get(price)
+            if visible is None:
+                visible = 0
+                for order in level.values():
+                    visible += order.visible_qty
+                sums[price] = visible
             out.append((price, visible, len(level)))
             i -= 1
         return out

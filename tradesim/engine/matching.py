@@ -300,6 +300,7 @@ class MatchingEngine:
                 side.add_level(price, order)  # type: ignore[arg-type]
             else:
                 level[oid] = order
+                side.sums.pop(price, None)  # type: ignore[arg-type]
             return events
 
         display = cmd.display_qty
@@ -379,6 +380,7 @@ class MatchingEngine:
             price: int = order.price  # type: ignore[assignment]  # resting orders have a price
             level = side.levels[price]
             del level[order.order_id]
+            side.sums.pop(price, None)
             if not level:
                 side.drop_level(price)
         canceled = order.leaves_qty
@@ -472,6 +474,8 @@ class MatchingEngine:
         order.leaves_qty = leaves
         display = order.display_qty
         order.visible_qty = display if 0 < display < leaves else leaves
+        if keeps_priority and not order.armed:  # changed in place, in its level
+            own.sums.pop(price, None)  # type: ignore[arg-type]  # a resting order has a price
         seq = self._seq + 1
         self._seq = seq
         events.append(
@@ -685,6 +689,7 @@ class MatchingEngine:
         opp = book.asks if is_buy else book.bids
         keys = opp.keys
         levels = opp.levels
+        sums = opp.sums
         sign = opp.sign
         limit = taker.price
         bound = sign * limit if limit is not None else 0
@@ -706,6 +711,7 @@ class MatchingEngine:
                 break
             price = key * sign
             level = levels[price]
+            sums.pop(price, None)  # this level's visible quantity is about to change
             used: list[Order] = []
             traded = False
             for maker in level.values():
