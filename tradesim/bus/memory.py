@@ -530,11 +530,6 @@ class _MemorySubscription(Subscription):
         # called from its own handler: the loop sees `stopped` and ends after the handler returns
 
 
-def _time_out(fut: asyncio.Future[bytes]) -> None:
-    if not fut.done():
-        fut.set_exception(TimeoutError())
-
-
 class MemoryBus(Bus):
     """A connection to an in-process Broker."""
 
@@ -565,15 +560,11 @@ class MemoryBus(Bus):
         try:
             if b.publish(subject, data, inbox) == 0:
                 raise NoRespondersError(f"no responders for {subject!r} on {self.url}")
-            # A timer on the reply future itself: `asyncio.timeout` (a context manager rescheduling and
-            # uncancelling the task) cost more than the rest of an in-process request.
-            timer = b.loop.call_later(timeout, _time_out, fut)
             try:
-                return await fut
+                async with asyncio.timeout(timeout):
+                    return await fut
             except TimeoutError:
                 raise RequestTimeoutError(f"request on {subject!r} timed out after {timeout}s") from None
-            finally:
-                timer.cancel()
         finally:
             b.replies.pop(inbox, None)
 
