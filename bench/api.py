@@ -142,7 +142,11 @@ class _Connection:
 
     async def request(self, data: bytes) -> int:
         """Sends one complete request (head and body) and reads the whole answer; its status code."""
-        if self.writer is None or self.reader is None:
+        if self.writer is None or self.reader is None or self.reader.at_eof():
+            # (re)connect: the server closes a keep-alive connection idle for a few seconds (uvicorn's
+            # timeout_keep_alive), as the bottom of the idle stack is at a low offered rate; a client does not
+            # send on a connection it knows is closed, so neither does this one.
+            self.close()
             self.reader, self.writer = await asyncio.open_connection(self.host, self.port)
         reader = self.reader
         self.writer.write(data)
