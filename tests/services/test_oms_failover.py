@@ -237,7 +237,7 @@ async def test_no_leader_means_no_responders(cluster: Cluster) -> None:
         await cluster.crash(await cluster.wait_leader())
     with pytest.raises(NoRespondersError):
         await cluster.venue_bus.request(subjects.rpc("oms", "get_order"),
-                                        GetOrderRequest(account="alice", client_order_id="x"), timeout=1)
+                                        GetOrderRequest(account="alice", client_order_id="x"), timeout=5)
 
 
 async def test_algo_parents_survive_failover(cluster: Cluster) -> None:
