@@ -248,35 +248,28 @@ class Ledger:
         """A snapshot of one account's figures, positions by symbol."""
         state = self._account(account)
         with _exact():
-            views = tuple(self._position_view(account, p) for _, p in sorted(state.positions.items()))
-            equity = state.cash
-            unrealized = margin_used = margined_unrealized = realized = fees = ZERO
+            valued = [self._valued(p) for _, p in sorted(state.positions.items())]
+            views = tuple(self._view_of(account, v) for v in valued)
+            totals = _totals(state.cash, valued)
+            unrealized = realized = fees = ZERO
             for view in views:
                 unrealized += view.unrealized_pnl
                 realized += view.realized_pnl
                 fees += view.fees
-                margin_used += view.margin_used
-                if view.margined:
-                    equity += view.unrealized_pnl
-                    margined_unrealized += view.unrealized_pnl
-                else:
-                    equity += view.market_value
-            cash_available = state.cash - margin_used + min(ZERO, margined_unrealized)
-            margin_available = equity - margin_used
         return AccountView(
             account=account,
             kind=state.kind,
             currency=state.currency,
             cash=state.cash,
             net_deposits=state.net_deposits,
-            equity=equity,
+            equity=totals.equity,
             unrealized_pnl=unrealized,
             realized_pnl=realized,
             fees=fees,
-            margin_used=margin_used,
-            margin_available=margin_available,
-            cash_available=cash_available,
-            buying_power=cash_available if state.kind is AccountKind.CASH else margin_available,
+            margin_used=totals.margin_used,
+            margin_available=totals.margin_available,
+            cash_available=totals.cash_available,
+            buying_power=totals.cash_available if state.kind is AccountKind.CASH else totals.margin_available,
             positions=views,
         )
 
@@ -292,33 +285,16 @@ class Ledger:
             return self._position_view(account, position)
 
     def figures(self, account: str) -> AccountFigures:
-        """What a pre-trade check reads of `account(account)`, computed alike (same Decimals) but without
-        building a view per position: the OMS needs it for nearly every order (each trade moves the mark)."""
+        """What a pre-trade check reads of `account(account)`, the same totals without a view per position:
+        the OMS needs it for nearly every order (each trade moves the mark)."""
         state = self._account(account)
-        instruments = self._instruments
-        marks = self._marks
-        positions: dict[str, int] = {}
         with _exact():
-            equity = state.cash
-            margin_used = margined_unrealized = ZERO
-            for symbol, position in sorted(state.positions.items()):
-                positions[symbol] = position.qty
-                inst = instruments[symbol]
-                mark = marks.get(symbol)
-                value = position.cost if mark is None else position.qty * inst.from_ticks(mark) * inst.multiplier
-                if inst.margin_rate > 0:
-                    margin_used += abs(value) * inst.margin_rate
-                    unrealized = value - position.cost
-                    equity += unrealized
-                    margined_unrealized += unrealized
-                else:
-                    margin_used += ZERO  # as account() sums it: the same Decimal, exponent included
-                    equity += value
-            cash_available = state.cash - margin_used + min(ZERO, margined_unrealized)
-            margin_available = equity - margin_used
+            valued = [self._valued(p) for _, p in sorted(state.positions.items())]
+            totals = _totals(state.cash, valued)
         return AccountFigures(
-            cash_available=cash_available, margin_available=margin_available, equity=equity,
-            margin_used=margin_used, net_deposits=state.net_deposits, positions=positions)
+            cash_available=totals.cash_available, margin_available=totals.margin_available, equity=totals.equity,
+            margin_used=totals.margin_used, net_deposits=state.net_deposits,
+            positions={v.position.symbol: v.position.qty for v in valued})
 
     def qty(self, account: str, symbol: str) -> int:
         """`position(account, symbol).qty` without building the view (the risk monitor reads it per trade)."""
@@ -432,25 +408,68 @@ class Ledger:
         position.fees += fee
 
     def _position_view(self, account: str, position: Position) -> PositionView:
+        return self._view_of(account, self._valued(position))
+
+    def _valued(self, position: Position) -> _Valued:
+        """The position under its symbol's mark (at cost while unmarked): what views and totals read."""
         inst = self._instruments[position.symbol]
         mark = self._marks.get(position.symbol)
         mark_price = None if mark is None else inst.from_ticks(mark)
         value = position.cost if mark_price is None else position.qty * mark_price * inst.multiplier
         margined = inst.margin_rate > 0
+        margin = abs(value) * inst.margin_rate if margined else ZERO
+        return _Valued(position, inst.multiplier, mark_price, value, margined, margin)
+
+    @staticmethod
+    def _view_of(account: str, v: _Valued) -> PositionView:
+        position = v.position
         return PositionView(
             account=account,
             symbol=position.symbol,
             qty=position.qty,
-            avg_price=_avg_price(position.cost, position.qty, inst.multiplier),
+            avg_price=_avg_price(position.cost, position.qty, v.multiplier),
             cost_basis=position.cost,
-            mark_price=mark_price,
-            market_value=value,
-            unrealized_pnl=value - position.cost,
+            mark_price=v.mark_price,
+            market_value=v.value,
+            unrealized_pnl=v.value - position.cost,
             realized_pnl=position.realized,
             fees=position.fees,
-            margined=margined,
-            margin_used=abs(value) * inst.margin_rate if margined else ZERO,
+            margined=v.margined,
+            margin_used=v.margin,
         )
+
+
+class _Valued(NamedTuple):
+    position: Position
+    multiplier: Decimal
+    mark_price: Decimal | None
+    value: Decimal  # market value, or cost while unmarked
+    margined: bool
+    margin: Decimal  # margin used (ZERO when not margined)
+
+
+class _Totals(NamedTuple):
+    equity: Decimal
+    margin_used: Decimal
+    cash_available: Decimal
+    margin_available: Decimal
+
+
+def _totals(cash: Decimal, valued: Iterable[_Valued]) -> _Totals:
+    """An account's totals from its valued positions (in the exact context): a margined position adds its
+    unrealized P&L to equity, an unmargined one its market value; losses on margined positions are owed
+    out of cash."""
+    equity = cash
+    margin_used = margined_unrealized = ZERO
+    for v in valued:
+        margin_used += v.margin
+        if v.margined:
+            unrealized = v.value - v.position.cost
+            equity += unrealized
+            margined_unrealized += unrealized
+        else:
+            equity += v.value
+    return _Totals(equity, margin_used, cash - margin_used + min(ZERO, margined_unrealized), equity - margin_used)
 
 
 def _check_compatible(known: Instrument | None, instrument: Instrument) -> None:

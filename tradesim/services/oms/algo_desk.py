@@ -253,7 +253,7 @@ class AlgoDesk:
                         continue
                     pending = True
                     continue
-                await self.service._change(outcome)
+                await self.service._answer(outcome, change=True)
             if not pending or asyncio.get_running_loop().time() > deadline:
                 return
             await asyncio.sleep(0.01)

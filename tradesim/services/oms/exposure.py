@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 from decimal import Decimal
 
 from tradesim.domain import Instrument, Side
-from tradesim.services.accounts import AccountFigures, AccountView
+from tradesim.services.accounts import AccountFigures
 from tradesim.services.oms.records import OrderRecord
 from tradesim.services.risk import TradingState
 
@@ -90,8 +90,8 @@ def share(record: OrderRecord, instrument: Instrument) -> Share:
     return cash, margin, record.symbol, record.side, record.leaves_qty
 
 
-def exposure_of(view: AccountView | AccountFigures, reserved: Reserved, pnl_today: Decimal) -> AccountExposure:
-    """The account as risk sees it now: the ledger view (or its figures) net of what its working orders reserve."""
+def exposure_of(view: AccountFigures, reserved: Reserved, pnl_today: Decimal) -> AccountExposure:
+    """The account as risk sees it now: the ledger's figures net of what its working orders reserve."""
     held = reserved.cash + reserved.margin
     return AccountExposure(
         cash_available=view.cash_available - held,
@@ -99,7 +99,6 @@ def exposure_of(view: AccountView | AccountFigures, reserved: Reserved, pnl_toda
         equity=view.equity,
         pnl_today=pnl_today,
         open_order_count=reserved.count,
-        positions=dict(view.positions) if isinstance(view, AccountFigures)
-        else {p.symbol: p.qty for p in view.positions},
+        positions=dict(view.positions),
         open_qtys=dict(reserved.open_qtys),
     )

@@ -598,14 +598,18 @@ class OmsService:
 
     async def _new(self, req: _T, decide: Callable[[_T], Outcome]) -> Reply:
         """Decide, persist, route, and answer once the venue answered and the state reflects it."""
-        outcome = decide(req)
+        return await self._answer(decide(req), change=False)
+
+    async def _answer(self, outcome: Outcome, change: bool) -> Reply:
+        """The answer to a new order (`change` False) or a cancel/modify of one: a retry gets the first
+        request's, a refused or held request is answered once durable, the rest once routed."""
         record = outcome.record
         if outcome.existing:
-            return await self._retried(record, trades=True)
+            return await self._retried(record, trades=not change)
         if outcome.route is None:
             await self._durable()  # a refused or held order survives a restart once answered
             return OrderReply(order=record.view())
-        return await self._inflight_route(record, outcome.route, change=False)
+        return await self._inflight_route(record, outcome.route, change)
 
     async def _retried(self, record: OrderRecord, trades: bool) -> Reply:
         """A retry of a request already taken: the first one's answer once it has one (in flight here,
@@ -640,19 +644,10 @@ class OmsService:
             self._inflight.pop(record.key, None)
 
     async def _cancel(self, req: msgspec.Struct) -> Reply:
-        return await self._change(self.manager.cancel(_expect(req, CancelRequest), self.clock()))
+        return await self._answer(self.manager.cancel(_expect(req, CancelRequest), self.clock()), change=True)
 
     async def _modify(self, req: msgspec.Struct) -> Reply:
-        return await self._change(self.manager.modify(_expect(req, ModifyRequest), self.clock()))
-
-    async def _change(self, outcome: Outcome) -> Reply:
-        record = outcome.record
-        if outcome.existing:
-            return await self._retried(record, trades=False)
-        if outcome.route is None:
-            await self._durable()  # a refused or held order survives a restart once answered
-            return OrderReply(order=record.view())
-        return await self._inflight_route(record, outcome.route, change=True)
+        return await self._answer(self.manager.modify(_expect(req, ModifyRequest), self.clock()), change=True)
 
     async def _get_order(self, req: msgspec.Struct) -> Reply:
         return OrderReply(order=self.manager.get(_expect(req, GetOrderRequest)).view())

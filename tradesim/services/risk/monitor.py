@@ -90,6 +90,9 @@ def _pct(confidence: Decimal) -> str:
     return format((confidence * 100).normalize(), "f")
 
 
+_ZERO_RATIO: Final = Fraction(0)
+
+
 def margin_ratio(view: AccountView) -> Fraction | None:
     """margin used / equity; 0 without margin in use; None (infinite) when equity <= 0 with margin in use."""
     return _margin_ratio(view.margin_used, view.equity)
@@ -101,9 +104,6 @@ def _margin_ratio(margin_used: Decimal, equity: Decimal) -> Fraction | None:
     if equity <= 0:
         return None
     return Fraction(margin_used) / Fraction(equity)
-
-
-_ZERO_RATIO: Final = Fraction(0)
 
 
 class RiskMonitorService:
@@ -124,7 +124,7 @@ class RiskMonitorService:
         self._quiet = False  # replaying history: no alerts, no orders
         self.lag_ns = 0  # how late the last followed trade was handled here (wall clock - venue time)
         self.config = config or MonitorConfig()
-        self._threshold_cache: tuple[Decimal, Fraction] | None = None
+        self._margin_warning = Fraction(self.config.margin_warning)  # the config is frozen
         self.instruments = {i.symbol: i for i in instruments}
         self.replica = LedgerReplica(self.instruments.values(), accounts, window=window)
         self._states: dict[tuple[str, str], LimitState] = {}
@@ -341,20 +341,11 @@ class RiskMonitorService:
         if new is LimitState.OVER_LIMIT:
             self._maybe_liquidate(account, symbol, seq, ts)
 
-    def _threshold(self) -> Fraction:
-        """`Fraction(config.margin_warning)`, converted once per configured value rather than per check."""
-        warning = self.config.margin_warning
-        cached = self._threshold_cache
-        if cached is None or cached[0] != warning:
-            cached = self._threshold_cache = (warning, Fraction(warning))
-        return cached[1]
-
     def _check_account(self, account: str, ts: int, alerts: list[RiskAlert]) -> None:
         figures_now = self.replica.ledger.figures(account)  # as account() has them, without the views
         margin_used, equity = figures_now.margin_used, figures_now.equity
         ratio = _margin_ratio(margin_used, equity)
-        threshold = self._threshold()
-        warn = ratio is None or ratio >= threshold
+        warn = ratio is None or ratio >= self._margin_warning
         if warn != (account in self._margin_warned):  # the figures are only worked out for an alert
             shown = "inf" if ratio is None else str(_ratio(ratio))
             figures = {
