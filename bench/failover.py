@@ -37,6 +37,7 @@ import statistics
 import sys
 import tempfile
 import time
+from collections.abc import AsyncIterator
 from concurrent.futures import ProcessPoolExecutor
 from typing import Any
 
@@ -102,33 +103,41 @@ async def run(trials: int, clean_trials: int, db_server: str) -> dict[str, Any]:
         return await _run(trials, clean_trials, db)
 
 
+@contextlib.asynccontextmanager
+async def seeded_cluster(tmp: str, db: str, topology: dict[str, int]) -> AsyncIterator[
+        tuple[LocalCluster, Bus, AsyncNatsClient]]:
+    """A local cluster of `topology` under `tmp`, a bus to it, and alice's client, with mm1's liquidity
+    resting; the cluster goes down on exit."""
+    config = write_quiet_config(os.path.join(tmp, "quiet.toml"))
+    cluster = LocalCluster.create(os.path.join(tmp, "cluster"), db=db, config=config, api_port=None,
+                                  progress=progress)
+    try:
+        await cluster.up(topology, timeout=180)
+        bus = await open_bus(cluster.nats_url)
+        try:
+            mm1 = AsyncNatsClient(bus, "mm1", policy=PROBE)
+            await mm1.sell(SYMBOL, 10_000, PRICE, tif=TimeInForce.GTC, client_order_id="liquidity")
+            yield cluster, bus, AsyncNatsClient(bus, "alice", policy=PROBE)
+        finally:
+            await bus.close()
+    finally:
+        await cluster.down()
+
+
 async def _run(trials: int, clean_trials: int, db: str) -> dict[str, Any]:
     with tempfile.TemporaryDirectory(prefix="tradesim-bench-failover-") as tmp:
-        config = write_quiet_config(os.path.join(tmp, "quiet.toml"))
-        cluster = LocalCluster.create(os.path.join(tmp, "cluster"), db=db, config=config, api_port=None,
-                                      progress=progress)
-        try:
-            await cluster.up({"venue": 1, "oms": 3}, timeout=180)
-            bus = await open_bus(cluster.nats_url)
-            try:
-                mm1 = AsyncNatsClient(bus, "mm1", policy=PROBE)
-                alice = AsyncNatsClient(bus, "alice", policy=PROBE)
-                await mm1.sell(SYMBOL, 10_000, PRICE, tif=TimeInForce.GTC, client_order_id="liquidity")
-                crash: list[tuple[float, float, float | None]] = []
-                for n in range(trials):
-                    crash.append(await trial(cluster, bus, alice, n, signal.SIGKILL))
-                    progress(f"crash {n + 1}/{trials}: order served after {crash[-1][0] * 1000:.0f} ms, "
-                             f"leader elected after {crash[-1][1] * 1000:.0f} ms")
-                clean: list[tuple[float, float, float | None]] = []
-                for n in range(clean_trials):
-                    clean.append(await trial(cluster, bus, alice, trials + n, signal.SIGTERM))
-                    gap = clean[-1][2]
-                    progress(f"clean {n + 1}/{clean_trials}: hand-over {gap * 1000 if gap else float('nan'):.1f} ms, "
-                             f"order served after {clean[-1][0] * 1000:.0f} ms")
-            finally:
-                await bus.close()
-        finally:
-            await cluster.down()
+        async with seeded_cluster(tmp, db, {"venue": 1, "oms": 3}) as (cluster, bus, alice):
+            crash: list[tuple[float, float, float | None]] = []
+            for n in range(trials):
+                crash.append(await trial(cluster, bus, alice, n, signal.SIGKILL))
+                progress(f"crash {n + 1}/{trials}: order served after {crash[-1][0] * 1000:.0f} ms, "
+                         f"leader elected after {crash[-1][1] * 1000:.0f} ms")
+            clean: list[tuple[float, float, float | None]] = []
+            for n in range(clean_trials):
+                clean.append(await trial(cluster, bus, alice, trials + n, signal.SIGTERM))
+                gap = clean[-1][2]
+                progress(f"clean {n + 1}/{clean_trials}: hand-over {gap * 1000 if gap else float('nan'):.1f} ms, "
+                         f"order served after {clean[-1][0] * 1000:.0f} ms")
     return {
         "bench": "failover",
         "trials": trials,
@@ -288,27 +297,14 @@ async def _run_venue(trials: int, rate: float, seconds: float, db: str, keep: st
                      drivers: int) -> dict[str, Any]:
     with contextlib.ExitStack() as stack:
         tmp = keep or stack.enter_context(tempfile.TemporaryDirectory(prefix="tradesim-bench-failover-"))
-        config = write_quiet_config(os.path.join(tmp, "quiet.toml"))
-        cluster = LocalCluster.create(os.path.join(tmp, "cluster"), db=db, config=config, api_port=None,
-                                      progress=progress)
-        try:
-            await cluster.up({"venue": 2, "oms": 1}, timeout=180)
-            bus = await open_bus(cluster.nats_url)
-            try:
-                mm1 = AsyncNatsClient(bus, "mm1", policy=PROBE)
-                alice = AsyncNatsClient(bus, "alice", policy=PROBE)
-                await mm1.sell(SYMBOL, 10_000, PRICE, tif=TimeInForce.GTC, client_order_id="liquidity")
-                crash: list[tuple[float, float, float | None]] = []
-                for n in range(trials):
-                    crash.append(await trial(cluster, bus, alice, n, signal.SIGKILL, "venue", "venue.main"))
-                    progress(f"venue crash {n + 1}/{trials}: order filled after {crash[-1][0] * 1000:.0f} ms, "
-                             f"standby elected after {crash[-1][1] * 1000:.0f} ms")
-                progress(f"replication lag at {rate:.0f} orders/s for {seconds:.0f} s")
-                lag = await measure_lag(cluster, bus, rate, seconds, drivers)
-            finally:
-                await bus.close()
-        finally:
-            await cluster.down()
+        async with seeded_cluster(tmp, db, {"venue": 2, "oms": 1}) as (cluster, bus, alice):
+            crash: list[tuple[float, float, float | None]] = []
+            for n in range(trials):
+                crash.append(await trial(cluster, bus, alice, n, signal.SIGKILL, "venue", "venue.main"))
+                progress(f"venue crash {n + 1}/{trials}: order filled after {crash[-1][0] * 1000:.0f} ms, "
+                         f"standby elected after {crash[-1][1] * 1000:.0f} ms")
+            progress(f"replication lag at {rate:.0f} orders/s for {seconds:.0f} s")
+            lag = await measure_lag(cluster, bus, rate, seconds, drivers)
     return {
         "bench": "failover-venue",
         "trials": trials,
